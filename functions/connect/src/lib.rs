@@ -1,0 +1,18 @@
+//! `$connect`: record the connection (with a TTL past API Gateway's 2 h limit).
+
+use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
+use switchboard::Deps;
+use switchboard::signaling::{connection_id, ws_response};
+
+#[tracing::instrument(skip_all, fields(connection = event.request_context.connection_id))]
+pub async fn handler(deps: &Deps, event: ApiGatewayWebsocketProxyRequest) -> ApiGatewayProxyResponse {
+    let Ok(connection) = connection_id(&event) else { return ws_response(400) };
+    match deps.store.open_connection(connection).await {
+        Ok(()) => ws_response(200),
+        Err(e) => {
+            // A non-2xx answer makes API Gateway refuse the socket, so nothing is half-open.
+            tracing::error!(error = %e, "could not record the connection");
+            ws_response(500)
+        }
+    }
+}

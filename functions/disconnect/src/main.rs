@@ -1,0 +1,12 @@
+use aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest;
+use lambda_runtime::{Error, LambdaEvent, run, service_fn};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    let deps = switchboard::init().await?;
+    let deps = &deps;
+    run(service_fn(move |event: LambdaEvent<ApiGatewayWebsocketProxyRequest>| async move {
+        Ok::<_, Error>(disconnect::handler(deps, event.payload).await)
+    }))
+    .await
+}

@@ -1,0 +1,45 @@
+//! `POST /api/find-match {"region"?}`: reserve a live idle host and hand the client its room,
+//! the signaling URL and ICE servers with fresh TURN credentials.
+
+use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
+use serde_json::{Value, json};
+use switchboard::http::{ErrorStyle, JsonBody, respond};
+use switchboard::{ApiError, Deps, turn, validate};
+
+#[tracing::instrument(skip_all)]
+pub async fn handler(deps: &Deps, event: ApiGatewayV2httpRequest) -> ApiGatewayV2httpResponse {
+    respond(find_match(deps, &event).await, ErrorStyle::Matchmaking)
+}
+
+async fn find_match(deps: &Deps, event: &ApiGatewayV2httpRequest) -> Result<Value, ApiError> {
+    let body = JsonBody::parse(event)?;
+    let requested = match body.optional_str("region")? {
+        Some(region) => Some(validate::region(&deps.config, region)?),
+        None => None,
+    };
+    let regions = match requested {
+        Some(region) => vec![region.to_string()],
+        None => deps.config.regions.clone(),
+    };
+    let signaling_url = deps
+        .config
+        .ws_url
+        .clone()
+        .ok_or_else(|| ApiError::Internal("SWITCHBOARD_WS_URL is not configured".into()))?;
+    let outcome = deps
+        .store
+        .reserve_idle_host(&regions, deps.config.match_lease_seconds)
+        .await?;
+    tracing::info!(items_read = outcome.items_read, capacity = outcome.capacity_units, "match");
+    let host = outcome.host.ok_or_else(|| match requested {
+        Some(region) => ApiError::not_found(format!("No available hosts in region {region}")),
+        None => ApiError::not_found("No available hosts"),
+    })?;
+    let now = deps.store.clock().now();
+    Ok(json!({
+        "success": true,
+        "roomId": host.room_id,
+        "signalingUrl": signaling_url,
+        "iceServers": turn::ice_servers(&deps.config, &host.room_id, now),
+    }))
+}

@@ -1,0 +1,23 @@
+//! `GET /getRoomId?urlPath=P`: the room a page's URL path belongs to.
+
+use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
+use serde_json::{Value, json};
+use switchboard::http::{ErrorStyle, query, respond};
+use switchboard::{ApiError, Deps, validate};
+
+const STYLE: ErrorStyle = ErrorStyle::Rooms { internal: "Something broke on the server" };
+
+#[tracing::instrument(skip_all)]
+pub async fn handler(deps: &Deps, event: ApiGatewayV2httpRequest) -> ApiGatewayV2httpResponse {
+    respond(get_room_id(deps, &event).await, STYLE)
+}
+
+async fn get_room_id(deps: &Deps, event: &ApiGatewayV2httpRequest) -> Result<Value, ApiError> {
+    let url_path = validate::url_path(query(event, "urlPath"))?;
+    let room_id = deps
+        .store
+        .room_for_path(&url_path)
+        .await?
+        .ok_or_else(|| ApiError::not_found("Room not found"))?;
+    Ok(json!({ "roomId": room_id, "id": room_id }))
+}

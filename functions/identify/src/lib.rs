@@ -1,0 +1,90 @@
+//! `identify {id, type, roomId?, token?, hostId?}`: join a room as a client, as its SFU (with
+//! the room's token) or as its matchmaking host (with the host's secret hostId).
+
+use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
+use serde_json::{Map, Value, json};
+use switchboard::model::{JoinOutcome, Role, RoomKind};
+use switchboard::signaling::{connection_id, frame_data, optional_str, refuse, send, ws_response};
+use switchboard::{ApiError, Deps, validate};
+
+const ACTION: &str = "identify";
+
+#[tracing::instrument(skip_all, fields(connection = event.request_context.connection_id))]
+pub async fn handler(deps: &Deps, event: ApiGatewayWebsocketProxyRequest) -> ApiGatewayProxyResponse {
+    match identify(deps, &event).await {
+        Ok(()) => ws_response(200),
+        Err(e) => refuse(deps, &event, ACTION, &e).await,
+    }
+}
+
+async fn identify(deps: &Deps, event: &ApiGatewayWebsocketProxyRequest) -> Result<(), ApiError> {
+    let connection = connection_id(event)?;
+    let data = frame_data(event)?;
+    let role = match optional_str(&data, "type").ok().flatten() {
+        Some("client") => Role::Client,
+        Some("sfu") => Role::Sfu,
+        Some("host") => Role::Host,
+        _ => return Err(ApiError::bad_request("Missing valid type property")),
+    };
+    let peer_id = validate::identifier("id", optional_str(&data, "id")?.unwrap_or_default())?;
+    let room_id = match (role, optional_str(&data, "roomId")?) {
+        (_, Some(room)) => validate::identifier("roomId", room)?,
+        // The Arbiter SFU identifies with its room id as `id` and no roomId.
+        (Role::Sfu, None) => peer_id.clone(),
+        (_, None) => return Err(ApiError::bad_request("missing roomId")),
+    };
+    authorize(deps, role, &room_id, &data).await?;
+
+    match deps.store.join_room(connection, &room_id, &peer_id, role).await? {
+        JoinOutcome::Joined => {}
+        JoinOutcome::PeerIdTaken => return Err(ApiError::Conflict("id is already in use in this room".into())),
+        JoinOutcome::AlreadyIdentified => {
+            return Err(ApiError::Conflict("Connection is already identified".into()));
+        }
+    }
+    match role {
+        Role::Client => {}
+        Role::Sfu => {
+            let token = optional_str(&data, "token")?.unwrap_or_default();
+            if deps.store.attach_sfu(&room_id, token, &peer_id, connection).await?.is_none() {
+                deps.store.close_connection(connection).await?;
+                return Err(ApiError::Unauthorized);
+            }
+        }
+        Role::Host => {
+            let attached = match deps.store.room(&room_id).await? {
+                Some(room) => deps.store.attach_host(&room, &peer_id, connection).await?,
+                None => false,
+            };
+            if !attached {
+                deps.store.close_connection(connection).await?;
+                return Err(ApiError::Unauthorized);
+            }
+        }
+    }
+    let ack = json!({ "type": "identified", "id": peer_id, "roomId": room_id });
+    send(deps, &event.request_context, connection, &ack).await?;
+    Ok(())
+}
+
+/// Checks the proof each role needs before it may join `room_id`.
+async fn authorize(deps: &Deps, role: Role, room_id: &str, data: &Map<String, Value>) -> Result<(), ApiError> {
+    let room = deps.store.room(room_id).await?;
+    match role {
+        Role::Client => room.map(|_| ()).ok_or_else(|| ApiError::not_found("Room not found")),
+        Role::Sfu => {
+            let token = optional_str(data, "token")?.ok_or(ApiError::Unauthorized)?;
+            match room {
+                Some(room) if room.token_matches(token) => Ok(()),
+                _ => Err(ApiError::Unauthorized),
+            }
+        }
+        Role::Host => {
+            let host_id = optional_str(data, "hostId")?.ok_or(ApiError::Unauthorized)?;
+            match room {
+                Some(room) if room.kind == RoomKind::Host && room.owned_by_host(host_id) => Ok(()),
+                _ => Err(ApiError::Unauthorized),
+            }
+        }
+    }
+}

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Validate template.yaml with the SAM CLI (schema + cfn-lint), no AWS account, no Docker.
+# Installs the SAM CLI into .cache/sam-venv on first use; later runs reuse it.
+set -euo pipefail
+
+repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$repo_root"
+
+venv=".cache/sam-venv"
+sam="$venv/bin/sam"
+
+if [[ ! -x "$sam" ]]; then
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet --upgrade pip
+    "$venv/bin/pip" install --quiet aws-sam-cli
+fi
+
+# No telemetry, and no credentials needed: validate --lint runs offline.
+export SAM_CLI_TELEMETRY=0
+export AWS_DEFAULT_REGION=us-east-1
+
+"$sam" --version
+"$sam" validate --lint --template template.yaml --region us-east-1

@@ -1,0 +1,160 @@
+//! Configuration, read once at start-up from the environment (SPEC "Configuration").
+
+use std::collections::HashMap;
+
+use thiserror::Error;
+
+pub const DEFAULT_REGIONS: &str = "us-east-1,us-west-1,eu-central,local";
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("environment variable {0} is required")]
+    Missing(&'static str),
+    #[error("environment variable {name} is not valid: {reason}")]
+    Invalid { name: &'static str, reason: String },
+}
+
+/// Table names, one variable per table.
+#[derive(Clone, Debug)]
+pub struct Tables {
+    pub rooms: String,
+    pub paths: String,
+    pub hosts: String,
+    pub connections: String,
+    pub members: String,
+}
+
+impl Tables {
+    /// The environment variable that names each table, keyed by its logical id in template.yaml.
+    pub const VARIABLES: [(&'static str, &'static str); 5] = [
+        ("RoomsTable", "SWITCHBOARD_ROOMS_TABLE"),
+        ("PathsTable", "SWITCHBOARD_PATHS_TABLE"),
+        ("HostsTable", "SWITCHBOARD_HOSTS_TABLE"),
+        ("ConnectionsTable", "SWITCHBOARD_CONNECTIONS_TABLE"),
+        ("MembersTable", "SWITCHBOARD_MEMBERS_TABLE"),
+    ];
+
+    /// Tables named `<prefix><LogicalId>`, as the local stack creates them.
+    pub fn with_prefix(prefix: &str) -> Self {
+        let name = |logical: &str| format!("{prefix}{logical}");
+        Self {
+            rooms: name("RoomsTable"),
+            paths: name("PathsTable"),
+            hosts: name("HostsTable"),
+            connections: name("ConnectionsTable"),
+            members: name("MembersTable"),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct EcsSettings {
+    pub cluster: String,
+    pub task_definition: String,
+    pub container: String,
+    pub subnets: Vec<String>,
+    pub security_groups: Vec<String>,
+    pub assign_public_ip: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub tables: Tables,
+    pub regions: Vec<String>,
+    pub host_keys: Vec<String>,
+    pub operator_keys: Vec<String>,
+    pub host_ttl_seconds: i64,
+    pub match_lease_seconds: i64,
+    pub turn_secret: Option<String>,
+    pub turn_urls: Vec<String>,
+    pub stun_urls: Vec<String>,
+    pub turn_ttl_seconds: i64,
+    pub ws_url: Option<String>,
+    pub ws_management_endpoint: Option<String>,
+    pub ecs: Option<EcsSettings>,
+    pub allowed_origins: Vec<String>,
+}
+
+impl Config {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_vars(&std::env::vars().collect())
+    }
+
+    /// Reads the configuration from a map of variables (the environment, or a test's own).
+    pub fn from_vars(vars: &HashMap<String, String>) -> Result<Self, ConfigError> {
+        let get = |name: &str| vars.get(name).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
+        let list = |name: &str| get(name).map(|v| split_list(&v)).unwrap_or_default();
+        let required = |name: &'static str| get(name).ok_or(ConfigError::Missing(name));
+        let seconds = |name: &'static str, default: i64| -> Result<i64, ConfigError> {
+            match get(name) {
+                None => Ok(default),
+                Some(v) => v
+                    .parse::<i64>()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| ConfigError::Invalid { name, reason: format!("{v:?} is not a positive number of seconds") }),
+            }
+        };
+
+        let tables = Tables {
+            rooms: required("SWITCHBOARD_ROOMS_TABLE")?,
+            paths: required("SWITCHBOARD_PATHS_TABLE")?,
+            hosts: required("SWITCHBOARD_HOSTS_TABLE")?,
+            connections: required("SWITCHBOARD_CONNECTIONS_TABLE")?,
+            members: required("SWITCHBOARD_MEMBERS_TABLE")?,
+        };
+        let regions = match get("SWITCHBOARD_REGIONS") {
+            Some(v) => split_list(&v),
+            None => split_list(DEFAULT_REGIONS),
+        };
+        let ecs = match get("SWITCHBOARD_ECS_CLUSTER") {
+            None => None,
+            Some(cluster) => Some(EcsSettings {
+                cluster,
+                task_definition: required("SWITCHBOARD_ECS_TASK_DEFINITION")?,
+                container: get("SWITCHBOARD_ECS_CONTAINER").unwrap_or_else(|| "sfu".into()),
+                subnets: list("SWITCHBOARD_ECS_SUBNETS"),
+                security_groups: list("SWITCHBOARD_ECS_SECURITY_GROUPS"),
+                assign_public_ip: match get("SWITCHBOARD_ECS_ASSIGN_PUBLIC_IP").as_deref() {
+                    None | Some("ENABLED") => true,
+                    Some("DISABLED") => false,
+                    Some(other) => {
+                        return Err(ConfigError::Invalid {
+                            name: "SWITCHBOARD_ECS_ASSIGN_PUBLIC_IP",
+                            reason: format!("{other:?} is neither ENABLED nor DISABLED"),
+                        });
+                    }
+                },
+            }),
+        };
+        let allowed_origins = match get("SWITCHBOARD_ALLOWED_ORIGINS") {
+            Some(v) => split_list(&v),
+            None => vec!["*".to_string()],
+        };
+        Ok(Self {
+            tables,
+            regions,
+            host_keys: list("SWITCHBOARD_HOST_KEYS"),
+            operator_keys: list("SWITCHBOARD_OPERATOR_KEYS"),
+            host_ttl_seconds: seconds("SWITCHBOARD_HOST_TTL_SECONDS", 30)?,
+            match_lease_seconds: seconds("SWITCHBOARD_MATCH_LEASE_SECONDS", 20)?,
+            turn_secret: get("SWITCHBOARD_TURN_SECRET"),
+            turn_urls: list("SWITCHBOARD_TURN_URLS"),
+            stun_urls: list("SWITCHBOARD_STUN_URLS"),
+            turn_ttl_seconds: seconds("SWITCHBOARD_TURN_TTL_SECONDS", 86_400)?,
+            ws_url: get("SWITCHBOARD_WS_URL"),
+            ws_management_endpoint: get("SWITCHBOARD_WS_MANAGEMENT_ENDPOINT"),
+            ecs,
+            allowed_origins,
+        })
+    }
+}
+
+pub fn split_list(value: &str) -> Vec<String> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect()
+}

@@ -1,0 +1,24 @@
+//! Switchboard's shared library: everything two functions need lives here once.
+
+pub mod clock;
+pub mod config;
+pub mod deps;
+pub mod ecs;
+pub mod error;
+pub mod http;
+pub mod model;
+pub mod signaling;
+pub mod sockets;
+pub mod turn;
+pub mod validate;
+
+pub use clock::Clock;
+pub use config::Config;
+pub use deps::{Deps, Endpoints};
+pub use error::ApiError;
+
+/// Start-up shared by every function's `main`: tracing, then configuration and clients, once.
+pub async fn init() -> Result<Deps, lambda_runtime::Error> {
+    lambda_runtime::tracing::init_default_subscriber();
+    Ok(Deps::from_env().await?)
+}

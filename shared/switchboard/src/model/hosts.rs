@@ -1,0 +1,297 @@
+//! Matchmaking hosts (HostsTable, key `hostId`).
+//!
+//! A host is matchable exactly when it is in the sparse `IdleHosts` index: `idleRegion` is set
+//! while it is idle and unreserved, and the index's sort key is its liveness expiry, so a match
+//! reads only live idle hosts of one region, however many busy or dead hosts are registered.
+//! find-match reserves a host by removing it from the index under a condition; a heartbeat
+//! that says `idle` never puts a reserved host back while its lease lasts.
+
+use aws_sdk_dynamodb::types::{ReturnConsumedCapacity, ReturnValue};
+use rand::seq::SliceRandom;
+
+use super::item::{Item, condition_failed, n, req_s, s};
+use super::{EXPIRES_AT, Store};
+use crate::error::{StoreError, dynamo_error};
+
+const IDLE_INDEX: &str = "IdleHosts";
+const MATCH_CANDIDATES: i32 = 16;
+const MATCH_ROUNDS: usize = 8;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HostStatus {
+    Idle,
+    Busy,
+}
+
+impl HostStatus {
+    pub fn parse(value: &str) -> Option<Self> {
+        match value {
+            "idle" => Some(Self::Idle),
+            "busy" => Some(Self::Busy),
+            _ => None,
+        }
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Idle => "idle",
+            Self::Busy => "busy",
+        }
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum HeartbeatOutcome {
+    Registered,
+    /// The roomId belongs to another live host or room.
+    RoomTaken,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MatchedHost {
+    pub host_id: String,
+    pub room_id: String,
+}
+
+/// A match and what it cost, from DynamoDB's own figures.
+#[derive(Debug, Default)]
+pub struct MatchOutcome {
+    pub host: Option<MatchedHost>,
+    /// Items the index queries examined (`ScannedCount`).
+    pub items_read: i64,
+    /// Read and write capacity consumed by the queries and the reservation.
+    pub capacity_units: f64,
+}
+
+impl Store {
+    /// Registers or refreshes a host: its room is held for it, its liveness runs
+    /// `ttl_seconds` from now, and its status applies unless a reservation still holds
+    /// (an `idle` heartbeat cannot undo a match).
+    pub async fn heartbeat(
+        &self,
+        host_id: &str,
+        room_id: &str,
+        region: &str,
+        status: HostStatus,
+        ttl_seconds: i64,
+    ) -> Result<HeartbeatOutcome, StoreError> {
+        let expires_at = self.clock.expiry_in(ttl_seconds);
+        if !self.hold_host_room(host_id, room_id, expires_at).await? {
+            return Ok(HeartbeatOutcome::RoomTaken);
+        }
+        let now = self.clock.now();
+        let full = self
+            .client
+            .update_item()
+            .table_name(&self.tables.hosts)
+            .key("hostId", s(host_id))
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_names("#region", "region")
+            .expression_attribute_values(":room", s(room_id))
+            .expression_attribute_values(":region", s(region))
+            .expression_attribute_values(":status", s(status.as_str()))
+            .expression_attribute_values(":exp", n(expires_at));
+        let full = match status {
+            HostStatus::Idle => full
+                .update_expression(
+                    "SET roomId = :room, #region = :region, #status = :status, expiresAt = :exp, \
+                     idleRegion = :region REMOVE reservedUntil",
+                )
+                .condition_expression("attribute_not_exists(reservedUntil) OR reservedUntil <= :now")
+                .expression_attribute_values(":now", n(now)),
+            // Busy needs no guard: it takes the host out of matching whatever else holds.
+            HostStatus::Busy => full.update_expression(
+                "SET roomId = :room, #region = :region, #status = :status, expiresAt = :exp \
+                 REMOVE idleRegion, reservedUntil",
+            ),
+        };
+        match full.send().await {
+            Ok(_) => return Ok(HeartbeatOutcome::Registered),
+            Err(e) if condition_failed(&e) => {}
+            Err(e) => return Err(dynamo_error(e)),
+        }
+        // Reserved: refresh liveness only; the reservation stands until status or its lease.
+        self.client
+            .update_item()
+            .table_name(&self.tables.hosts)
+            .key("hostId", s(host_id))
+            .update_expression("SET roomId = :room, #region = :region, expiresAt = :exp")
+            .expression_attribute_names("#region", "region")
+            .expression_attribute_values(":room", s(room_id))
+            .expression_attribute_values(":region", s(region))
+            .expression_attribute_values(":exp", n(expires_at))
+            .send()
+            .await
+            .map_err(dynamo_error)?;
+        Ok(HeartbeatOutcome::Registered)
+    }
+
+    /// Holds `room_id` for `host_id` until `expires_at`: refreshes the host's own room, or
+    /// takes one that is free or expired. False when it is another's.
+    async fn hold_host_room(&self, host_id: &str, room_id: &str, expires_at: i64) -> Result<bool, StoreError> {
+        let refresh = self
+            .client
+            .update_item()
+            .table_name(&self.tables.rooms)
+            .key("roomId", s(room_id))
+            .update_expression("SET expiresAt = :exp")
+            .condition_expression("kind = :host AND ownerHost = :owner")
+            .expression_attribute_values(":exp", n(expires_at))
+            .expression_attribute_values(":host", s("host"))
+            .expression_attribute_values(":owner", s(host_id))
+            .send()
+            .await;
+        match refresh {
+            Ok(_) => return Ok(true),
+            Err(e) if condition_failed(&e) => {}
+            Err(e) => return Err(dynamo_error(e)),
+        }
+        let take = self
+            .client
+            .put_item()
+            .table_name(&self.tables.rooms)
+            .item("roomId", s(room_id))
+            .item("kind", s("host"))
+            .item("state", s("warm"))
+            .item("ownerHost", s(host_id))
+            .item(EXPIRES_AT, n(expires_at))
+            .condition_expression("attribute_not_exists(roomId) OR expiresAt <= :now")
+            .expression_attribute_values(":now", n(self.clock.now()))
+            .send()
+            .await;
+        match take {
+            Ok(_) => Ok(true),
+            Err(e) if condition_failed(&e) => Ok(false),
+            Err(e) => Err(dynamo_error(e)),
+        }
+    }
+
+    /// A live host reports its status; ends any reservation. False when it is not registered
+    /// (or its liveness has run out).
+    pub async fn set_host_status(&self, host_id: &str, status: HostStatus) -> Result<bool, StoreError> {
+        let expression = match status {
+            HostStatus::Idle => "SET #status = :status, idleRegion = #region REMOVE reservedUntil",
+            HostStatus::Busy => "SET #status = :status REMOVE idleRegion, reservedUntil",
+        };
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.tables.hosts)
+            .key("hostId", s(host_id))
+            .update_expression(expression)
+            .condition_expression("attribute_exists(hostId) AND expiresAt > :now")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_names("#region", "region")
+            .expression_attribute_values(":status", s(status.as_str()))
+            .expression_attribute_values(":now", n(self.clock.now()))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e) if condition_failed(&e) => Ok(false),
+            Err(e) => Err(dynamo_error(e)),
+        }
+    }
+
+    /// Finds a live idle host in one of `regions` and reserves it for `lease_seconds`,
+    /// atomically: no host is handed to two callers.
+    pub async fn reserve_idle_host(&self, regions: &[String], lease_seconds: i64) -> Result<MatchOutcome, StoreError> {
+        let mut outcome = MatchOutcome::default();
+        let mut regions = regions.to_vec();
+        for _ in 0..MATCH_ROUNDS {
+            regions.shuffle(&mut rand::rng());
+            let mut saw_candidates = false;
+            for region in &regions {
+                let mut candidates = self.idle_hosts(region, &mut outcome).await?;
+                saw_candidates |= !candidates.is_empty();
+                candidates.shuffle(&mut rand::rng());
+                for host_id in candidates {
+                    if let Some(host) = self.try_reserve(&host_id, region, lease_seconds, &mut outcome).await? {
+                        outcome.host = Some(host);
+                        return Ok(outcome);
+                    }
+                }
+            }
+            if !saw_candidates {
+                break;
+            }
+        }
+        Ok(outcome)
+    }
+
+    async fn idle_hosts(&self, region: &str, outcome: &mut MatchOutcome) -> Result<Vec<String>, StoreError> {
+        let out = self
+            .client
+            .query()
+            .table_name(&self.tables.hosts)
+            .index_name(IDLE_INDEX)
+            .key_condition_expression("idleRegion = :region AND expiresAt > :now")
+            .expression_attribute_values(":region", s(region))
+            .expression_attribute_values(":now", n(self.clock.now()))
+            .limit(MATCH_CANDIDATES)
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
+            .send()
+            .await
+            .map_err(dynamo_error)?;
+        outcome.items_read += i64::from(out.scanned_count());
+        outcome.capacity_units += out.consumed_capacity().and_then(|c| c.capacity_units()).unwrap_or_default();
+        out.items().iter().map(|item| req_s(item, "hostId")).collect()
+    }
+
+    async fn try_reserve(
+        &self,
+        host_id: &str,
+        region: &str,
+        lease_seconds: i64,
+        outcome: &mut MatchOutcome,
+    ) -> Result<Option<MatchedHost>, StoreError> {
+        let now = self.clock.now();
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.tables.hosts)
+            .key("hostId", s(host_id))
+            .update_expression("SET reservedUntil = :lease REMOVE idleRegion")
+            .condition_expression("idleRegion = :region AND expiresAt > :now")
+            .expression_attribute_values(":lease", n(now + lease_seconds))
+            .expression_attribute_values(":region", s(region))
+            .expression_attribute_values(":now", n(now))
+            .return_values(ReturnValue::AllNew)
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
+            .send()
+            .await;
+        match result {
+            Ok(out) => {
+                outcome.capacity_units += out.consumed_capacity().and_then(|c| c.capacity_units()).unwrap_or_default();
+                let item: &Item = out
+                    .attributes()
+                    .ok_or_else(|| StoreError::Malformed(host_id.to_string(), "attributes"))?;
+                Ok(Some(MatchedHost {
+                    host_id: host_id.to_string(),
+                    room_id: req_s(item, "roomId")?,
+                }))
+            }
+            Err(e) if condition_failed(&e) => Ok(None),
+            Err(e) => Err(dynamo_error(e)),
+        }
+    }
+
+    /// Removes a host's registration (its socket left its room); its next heartbeat
+    /// registers it again.
+    pub(crate) async fn forget_host(&self, host_id: &str, room_id: &str) -> Result<(), StoreError> {
+        let result = self
+            .client
+            .delete_item()
+            .table_name(&self.tables.hosts)
+            .key("hostId", s(host_id))
+            .condition_expression("roomId = :room")
+            .expression_attribute_values(":room", s(room_id))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) if condition_failed(&e) => Ok(()),
+            Err(e) => Err(dynamo_error(e)),
+        }
+    }
+}
