@@ -90,16 +90,24 @@ pub struct EcsState {
     task_definition: String,
     task_command: Option<String>,
     capacity: Option<usize>,
+    gate: Option<crate::LaunchGate>,
     tasks: Mutex<Vec<Task>>,
 }
 
 impl EcsState {
-    pub fn new(cluster: &str, task_definition: &str, task_command: Option<String>, capacity: Option<usize>) -> Arc<Self> {
+    pub fn new(
+        cluster: &str,
+        task_definition: &str,
+        task_command: Option<String>,
+        capacity: Option<usize>,
+        gate: Option<crate::LaunchGate>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             cluster: cluster.to_string(),
             task_definition: task_definition.to_string(),
             task_command,
             capacity,
+            gate,
             tasks: Mutex::default(),
         })
     }
@@ -278,7 +286,18 @@ pub async fn endpoint(State(state): State<Arc<EcsState>>, headers: HeaderMap, bo
         return EcsError::new("SerializationException", "Request body is not JSON").into_response();
     };
     let result = match operation {
-        "RunTask" => state.run_task(&request),
+        "RunTask" => {
+            let result = state.run_task(&request);
+            if let (Ok(_), Some(gate)) = (&result, &state.gate)
+                && let Some(record) = state.tasks().pop()
+            {
+                let (release, released) = tokio::sync::oneshot::channel();
+                if gate.send((record, release)).is_ok() {
+                    let _ = released.await;
+                }
+            }
+            result
+        }
         "StopTask" => state.stop_task(&request),
         "DescribeTasks" => state.describe_tasks(&request),
         other => Err(EcsError::new("UnknownOperationException", &format!("{other} is not served locally"))),

@@ -64,7 +64,17 @@ pub struct StackOptions {
     pub deliver_disconnect: bool,
     /// Directory served under `/demo/`.
     pub pages: Option<PathBuf>,
+    /// The cluster and task definition the ECS endpoint knows (RunTask elsewhere fails as
+    /// ECS fails it).
+    pub ecs_cluster: String,
+    pub ecs_task_definition: String,
+    /// Sees each RunTask before it is answered; the reply waits for the acknowledgement.
+    pub launch_gate: Option<LaunchGate>,
 }
+
+/// A RunTask observed before it is answered: its container environment, and the sender to
+/// release the reply.
+pub type LaunchGate = tokio::sync::mpsc::UnboundedSender<(TaskRecord, tokio::sync::oneshot::Sender<()>)>;
 
 impl StackOptions {
     pub fn new(dynamodb_endpoint: impl Into<String>) -> Self {
@@ -81,6 +91,9 @@ impl StackOptions {
             ecs_capacity: None,
             deliver_disconnect: true,
             pages: Some(workspace_root().join("demo")),
+            ecs_cluster: DEFAULT_CLUSTER.into(),
+            ecs_task_definition: DEFAULT_TASK_DEFINITION.into(),
+            launch_gate: None,
         }
     }
 }
@@ -149,8 +162,8 @@ impl Stack {
         debug_assert_eq!(vars.get("SWITCHBOARD_ROOMS_TABLE"), Some(&tables.rooms));
         vars.entry("SWITCHBOARD_WS_URL".into()).or_insert_with(|| ws_url.clone());
         for (name, value) in [
-            ("SWITCHBOARD_ECS_CLUSTER", DEFAULT_CLUSTER),
-            ("SWITCHBOARD_ECS_TASK_DEFINITION", DEFAULT_TASK_DEFINITION),
+            ("SWITCHBOARD_ECS_CLUSTER", options.ecs_cluster.as_str()),
+            ("SWITCHBOARD_ECS_TASK_DEFINITION", options.ecs_task_definition.as_str()),
             ("SWITCHBOARD_ECS_CONTAINER", "sfu"),
             ("SWITCHBOARD_ECS_SUBNETS", "subnet-local"),
             ("SWITCHBOARD_ECS_SECURITY_GROUPS", "sg-local"),
@@ -158,7 +171,6 @@ impl Stack {
             vars.entry(name.into()).or_insert_with(|| value.into());
         }
         let config = Config::from_vars(&vars)?;
-        let ecs_settings = config.ecs.clone();
 
         let sdk = local_sdk_config().await;
         let endpoints = Endpoints {
@@ -171,10 +183,11 @@ impl Stack {
         template.create_tables(deps.store.client(), &options.table_prefix).await?;
 
         let ecs = ecs::EcsState::new(
-            ecs_settings.as_ref().map_or(DEFAULT_CLUSTER, |e| e.cluster.as_str()),
-            ecs_settings.as_ref().map_or(DEFAULT_TASK_DEFINITION, |e| e.task_definition.as_str()),
+            &options.ecs_cluster,
+            &options.ecs_task_definition,
             options.task_command.clone(),
             options.ecs_capacity,
+            options.launch_gate.clone(),
         );
         let ws = Arc::new(ws_api::WsState::new(
             deps.clone(),

@@ -1,1 +1,185 @@
+//! Test harness: one DynamoDB Local per test binary, and a local stack per test with its own
+//! tables, ports and clock, so tests run concurrently without seeing each other.
 
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use switchboard::Clock;
+use switchboard_local::dynamodb::{self, DynamoDbLocal};
+use switchboard_local::{Stack, StackOptions};
+
+pub use switchboard_local;
+
+pub const OPERATOR_KEYS: &str = "operator-key-1,operator-key-2";
+pub const HOST_KEYS: &str = "host-key-old,host-key-new";
+pub const HOST_KEY: &str = "host-key-new";
+pub const OPERATOR_KEY: &str = "operator-key-1";
+pub const TURN_SECRET: &str = "turn-secret-for-tests";
+
+/// The DynamoDB endpoint for this test binary: `SWITCHBOARD_TEST_DYNAMODB`, or a DynamoDB
+/// Local started once, on a thread that lives as long as the process (the JVM is tied to it).
+pub fn dynamodb_endpoint() -> String {
+    static ENDPOINT: OnceLock<String> = OnceLock::new();
+    ENDPOINT
+        .get_or_init(|| {
+            if let Ok(url) = std::env::var("SWITCHBOARD_TEST_DYNAMODB") {
+                return url;
+            }
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                let started = dynamodb::ensure_installed(&dynamodb::cache_dir())
+                    .and_then(|dir| DynamoDbLocal::start(&dir, dynamodb::free_port().expect("free port")));
+                match started {
+                    Ok(local) => {
+                        let _ = tx.send(Ok(local.endpoint.clone()));
+                        // Keep the JVM's parent thread alive; it dies with the test process.
+                        loop {
+                            std::thread::park();
+                            let _ = &local;
+                        }
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(e.to_string()));
+                    }
+                }
+            });
+            let endpoint = rx.recv().expect("DynamoDB Local thread").expect("DynamoDB Local starts");
+            wait_for_port(&endpoint, Duration::from_secs(60));
+            endpoint
+        })
+        .clone()
+}
+
+fn wait_for_port(url: &str, limit: Duration) {
+    let address = url.trim_start_matches("http://");
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if std::net::TcpStream::connect(address).is_ok() {
+            // The port opens a moment before Jetty answers.
+            std::thread::sleep(Duration::from_millis(300));
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("DynamoDB Local did not open {address} within {limit:?}");
+}
+
+pub fn now() -> i64 {
+    Clock::system().now()
+}
+
+/// Options for a test's own stack: fresh tables, free ports, a manual clock at the real time,
+/// two operator keys and two host keys.
+pub fn options() -> StackOptions {
+    let mut options = StackOptions::new(dynamodb_endpoint());
+    options.table_prefix = format!("t{}-", uuid::Uuid::new_v4().simple());
+    options.clock = Clock::manual(now());
+    for (name, value) in [
+        ("SWITCHBOARD_OPERATOR_KEYS", OPERATOR_KEYS),
+        ("SWITCHBOARD_HOST_KEYS", HOST_KEYS),
+        ("SWITCHBOARD_TURN_SECRET", TURN_SECRET),
+        ("SWITCHBOARD_TURN_URLS", "turn:127.0.0.1:3478?transport=udp"),
+        ("SWITCHBOARD_STUN_URLS", "stun:127.0.0.1:3478"),
+    ] {
+        options.vars.insert(name.into(), value.into());
+    }
+    options
+}
+
+pub struct TestStack {
+    pub stack: Stack,
+    pub clock: Clock,
+    http: reqwest::Client,
+}
+
+impl TestStack {
+    pub async fn start() -> Self {
+        Self::start_with(options()).await
+    }
+
+    pub async fn start_with(options: StackOptions) -> Self {
+        let clock = options.clock.clone();
+        let stack = Stack::start(options).await.expect("local stack starts");
+        Self { stack, clock, http: reqwest::Client::new() }
+    }
+
+    pub fn store(&self) -> &switchboard::model::Store {
+        &self.stack.deps.store
+    }
+
+    /// One HTTP call; returns the status and the JSON body (Null when the body is empty).
+    pub async fn call(&self, method: &str, path: &str, body: Option<&str>, bearer: Option<&str>) -> (u16, Value) {
+        let response = self.request(method, path, body, bearer, &[]).await;
+        let status = response.status().as_u16();
+        let text = response.text().await.expect("response body");
+        let json = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+        (status, json)
+    }
+
+    pub async fn request(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+        bearer: Option<&str>,
+        headers: &[(&str, &str)],
+    ) -> reqwest::Response {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut request = self.http.request(method, format!("{}{path}", self.stack.http_url));
+        if let Some(body) = body {
+            request = request.header("content-type", "application/json").body(body.to_string());
+        }
+        if let Some(key) = bearer {
+            request = request.header("authorization", format!("Bearer {key}"));
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        request.send().await.expect("request reaches the local stack")
+    }
+
+    pub async fn heartbeat(&self, host_id: &str, room_id: &str, region: &str, status: &str) -> (u16, Value) {
+        let body = serde_json::json!({ "hostId": host_id, "roomId": room_id, "region": region, "status": status });
+        self.call("POST", "/api/host/heartbeat", Some(&body.to_string()), Some(HOST_KEY)).await
+    }
+
+    pub async fn status(&self, host_id: &str, status: &str) -> (u16, Value) {
+        let body = serde_json::json!({ "hostId": host_id, "status": status });
+        self.call("POST", "/api/host/status", Some(&body.to_string()), Some(HOST_KEY)).await
+    }
+
+    pub async fn find_match(&self, region: Option<&str>) -> (u16, Value) {
+        let body = match region {
+            Some(r) => serde_json::json!({ "region": r }),
+            None => serde_json::json!({}),
+        };
+        self.call("POST", "/api/find-match", Some(&body.to_string()), None).await
+    }
+
+    /// createRoom, then the SFU's side of it: the token from the task's environment makes the
+    /// room warm, as the SFU's identify does.
+    pub async fn warm_room(&self) -> String {
+        let (status, body) = self.call("PUT", "/createRoom", None, Some(OPERATOR_KEY)).await;
+        assert_eq!(status, 200, "createRoom: {body}");
+        let room_id = body["roomId"].as_str().expect("roomId").to_string();
+        let token = self.task_env(&room_id, "SFU_TOKEN");
+        let attached = self
+            .store()
+            .attach_sfu(&room_id, &token, &room_id, &format!("conn-{room_id}"))
+            .await
+            .expect("attach");
+        assert!(attached.is_some(), "the SFU's token is accepted");
+        room_id
+    }
+
+    /// A variable of the container environment the ECS endpoint got for `room_id`'s task.
+    pub fn task_env(&self, room_id: &str, name: &str) -> String {
+        self.stack
+            .tasks()
+            .into_iter()
+            .find(|t| t.environment.get("ROOM_ID").map(String::as_str) == Some(room_id))
+            .and_then(|t| t.environment.get(name).cloned())
+            .unwrap_or_else(|| panic!("no task for room {room_id} with {name}"))
+    }
+}

@@ -169,23 +169,22 @@ impl Store {
     /// A live host reports its status; ends any reservation. False when it is not registered
     /// (or its liveness has run out).
     pub async fn set_host_status(&self, host_id: &str, status: HostStatus) -> Result<bool, StoreError> {
-        let expression = match status {
-            HostStatus::Idle => "SET #status = :status, idleRegion = #region REMOVE reservedUntil",
-            HostStatus::Busy => "SET #status = :status REMOVE idleRegion, reservedUntil",
-        };
-        let result = self
+        let request = self
             .client
             .update_item()
             .table_name(&self.tables.hosts)
             .key("hostId", s(host_id))
-            .update_expression(expression)
             .condition_expression("attribute_exists(hostId) AND expiresAt > :now")
             .expression_attribute_names("#status", "status")
-            .expression_attribute_names("#region", "region")
             .expression_attribute_values(":status", s(status.as_str()))
-            .expression_attribute_values(":now", n(self.clock.now()))
-            .send()
-            .await;
+            .expression_attribute_values(":now", n(self.clock.now()));
+        let request = match status {
+            HostStatus::Idle => request
+                .update_expression("SET #status = :status, idleRegion = #region REMOVE reservedUntil")
+                .expression_attribute_names("#region", "region"),
+            HostStatus::Busy => request.update_expression("SET #status = :status REMOVE idleRegion, reservedUntil"),
+        };
+        let result = request.send().await;
         match result {
             Ok(_) => Ok(true),
             Err(e) if condition_failed(&e) => Ok(false),
