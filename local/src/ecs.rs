@@ -38,13 +38,18 @@ impl Task {
         {
             self.exit_code = status.code();
             self.record.stopped = true;
-            self.stopped_reason.get_or_insert_with(|| "Essential container in task exited".into());
+            self.stopped_reason
+                .get_or_insert_with(|| "Essential container in task exited".into());
             self.process = None;
         }
     }
 
     fn status(&self) -> &'static str {
-        if self.record.stopped { "STOPPED" } else { "RUNNING" }
+        if self.record.stopped {
+            "STOPPED"
+        } else {
+            "RUNNING"
+        }
     }
 
     fn to_json(&self, cluster_arn: &str, definition_arn: &str) -> Value {
@@ -150,11 +155,20 @@ impl EcsState {
 
     fn run_task(&self, request: &Value) -> Result<Value, EcsError> {
         if !self.known_cluster(request.get("cluster").and_then(Value::as_str)) {
-            return Err(EcsError::new("ClusterNotFoundException", "Cluster not found."));
+            return Err(EcsError::new(
+                "ClusterNotFoundException",
+                "Cluster not found.",
+            ));
         }
-        let definition = request.get("taskDefinition").and_then(Value::as_str).unwrap_or_default();
+        let definition = request
+            .get("taskDefinition")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
         if !self.known_definition(definition) {
-            return Err(EcsError::new("ClientException", "TaskDefinition not found."));
+            return Err(EcsError::new(
+                "ClientException",
+                "TaskDefinition not found.",
+            ));
         }
         let subnets = request
             .pointer("/networkConfiguration/awsvpcConfiguration/subnets")
@@ -177,7 +191,12 @@ impl EcsState {
             .and_then(Value::as_array)
             .into_iter()
             .flatten()
-            .filter_map(|kv| Some((kv.get("name")?.as_str()?.to_string(), kv.get("value")?.as_str()?.to_string())))
+            .filter_map(|kv| {
+                Some((
+                    kv.get("name")?.as_str()?.to_string(),
+                    kv.get("value")?.as_str()?.to_string(),
+                ))
+            })
             .collect();
 
         let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
@@ -193,23 +212,41 @@ impl EcsState {
                 }],
             }));
         }
-        let task_arn = format!("arn:aws:ecs:{REGION}:{ACCOUNT}:task/{}/{}", self.cluster, uuid::Uuid::new_v4().simple());
-        let process = match &self.task_command {
-            None => None,
-            Some(command) => {
-                let mut cmd = tokio::process::Command::new("sh");
-                cmd.arg("-c").arg(command).envs(&environment).process_group(0).kill_on_drop(true);
-                Some(cmd.spawn().map_err(|e| EcsError::new("ServerException", &format!("task command: {e}")))?)
-            }
-        };
+        let task_arn = format!(
+            "arn:aws:ecs:{REGION}:{ACCOUNT}:task/{}/{}",
+            self.cluster,
+            uuid::Uuid::new_v4().simple()
+        );
+        let process =
+            match &self.task_command {
+                None => None,
+                Some(command) => {
+                    let mut cmd = tokio::process::Command::new("sh");
+                    cmd.arg("-c")
+                        .arg(command)
+                        .envs(&environment)
+                        .process_group(0)
+                        .kill_on_drop(true);
+                    Some(cmd.spawn().map_err(|e| {
+                        EcsError::new("ServerException", &format!("task command: {e}"))
+                    })?)
+                }
+            };
         let created_at = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs_f64())
             .unwrap_or_default();
         let task = Task {
-            record: TaskRecord { task_arn, environment, stopped: false },
+            record: TaskRecord {
+                task_arn,
+                environment,
+                stopped: false,
+            },
             container,
-            started_by: request.get("startedBy").and_then(Value::as_str).map(String::from),
+            started_by: request
+                .get("startedBy")
+                .and_then(Value::as_str)
+                .map(String::from),
             created_at,
             process,
             exit_code: None,
@@ -223,15 +260,29 @@ impl EcsState {
 
     fn stop_task(&self, request: &Value) -> Result<Value, EcsError> {
         if !self.known_cluster(request.get("cluster").and_then(Value::as_str)) {
-            return Err(EcsError::new("ClusterNotFoundException", "Cluster not found."));
+            return Err(EcsError::new(
+                "ClusterNotFoundException",
+                "Cluster not found.",
+            ));
         }
-        let arn = request.get("task").and_then(Value::as_str).unwrap_or_default();
-        let reason = request.get("reason").and_then(Value::as_str).unwrap_or("Task stopped by StopTask");
+        let arn = request
+            .get("task")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let reason = request
+            .get("reason")
+            .and_then(Value::as_str)
+            .unwrap_or("Task stopped by StopTask");
         let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
         let task = tasks
             .iter_mut()
             .find(|t| t.record.task_arn == arn || t.record.task_arn.ends_with(&format!("/{arn}")))
-            .ok_or_else(|| EcsError::new("InvalidParameterException", "The referenced task was not found."))?;
+            .ok_or_else(|| {
+                EcsError::new(
+                    "InvalidParameterException",
+                    "The referenced task was not found.",
+                )
+            })?;
         task.refresh();
         if !task.record.stopped {
             task.stop(reason);
@@ -241,12 +292,21 @@ impl EcsState {
 
     fn describe_tasks(&self, request: &Value) -> Result<Value, EcsError> {
         if !self.known_cluster(request.get("cluster").and_then(Value::as_str)) {
-            return Err(EcsError::new("ClusterNotFoundException", "Cluster not found."));
+            return Err(EcsError::new(
+                "ClusterNotFoundException",
+                "Cluster not found.",
+            ));
         }
         let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
         tasks.iter_mut().for_each(Task::refresh);
         let (mut found, mut failures) = (Vec::new(), Vec::new());
-        for wanted in request.get("tasks").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str) {
+        for wanted in request
+            .get("tasks")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+        {
             match tasks.iter().find(|t| t.record.task_arn == wanted) {
                 Some(task) => found.push(task.to_json(&self.cluster_arn(), &self.definition_arn())),
                 None => failures.push(json!({ "arn": wanted, "reason": "MISSING" })),
@@ -263,24 +323,41 @@ struct EcsError {
 
 impl EcsError {
     fn new(kind: &'static str, message: &str) -> Self {
-        Self { kind, message: message.to_string() }
+        Self {
+            kind,
+            message: message.to_string(),
+        }
     }
 }
 
 impl IntoResponse for EcsError {
     fn into_response(self) -> Response {
-        let status = if self.kind == "ServerException" { StatusCode::INTERNAL_SERVER_ERROR } else { StatusCode::BAD_REQUEST };
+        let status = if self.kind == "ServerException" {
+            StatusCode::INTERNAL_SERVER_ERROR
+        } else {
+            StatusCode::BAD_REQUEST
+        };
         (
             status,
-            [("x-amzn-errortype", self.kind), ("content-type", "application/x-amz-json-1.1")],
+            [
+                ("x-amzn-errortype", self.kind),
+                ("content-type", "application/x-amz-json-1.1"),
+            ],
             json!({ "__type": self.kind, "message": self.message }).to_string(),
         )
             .into_response()
     }
 }
 
-pub async fn endpoint(State(state): State<Arc<EcsState>>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
-    let target = headers.get("x-amz-target").and_then(|v| v.to_str().ok()).unwrap_or_default();
+pub async fn endpoint(
+    State(state): State<Arc<EcsState>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let target = headers
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
     let operation = target.rsplit('.').next().unwrap_or_default();
     let Ok(request) = serde_json::from_slice::<Value>(&body) else {
         return EcsError::new("SerializationException", "Request body is not JSON").into_response();
@@ -300,7 +377,10 @@ pub async fn endpoint(State(state): State<Arc<EcsState>>, headers: HeaderMap, bo
         }
         "StopTask" => state.stop_task(&request),
         "DescribeTasks" => state.describe_tasks(&request),
-        other => Err(EcsError::new("UnknownOperationException", &format!("{other} is not served locally"))),
+        other => Err(EcsError::new(
+            "UnknownOperationException",
+            &format!("{other} is not served locally"),
+        )),
     };
     match result {
         Ok(body) => ([("content-type", "application/x-amz-json-1.1")], Json(body)).into_response(),

@@ -39,7 +39,11 @@ impl HttpState {
 }
 
 /// Runs the handler a route names.
-pub async fn invoke(function: &str, deps: &Deps, event: ApiGatewayV2httpRequest) -> Option<ApiGatewayV2httpResponse> {
+pub async fn invoke(
+    function: &str,
+    deps: &Deps,
+    event: ApiGatewayV2httpRequest,
+) -> Option<ApiGatewayV2httpResponse> {
     Some(match function {
         "get-room-id" => get_room_id::handler(deps, event).await,
         "claim-room" => claim_room::handler(deps, event).await,
@@ -52,11 +56,19 @@ pub async fn invoke(function: &str, deps: &Deps, event: ApiGatewayV2httpRequest)
 }
 
 pub fn known_function(function: &str) -> bool {
-    matches!(function, "get-room-id" | "claim-room" | "create-room" | "heartbeat" | "status" | "find-match")
+    matches!(
+        function,
+        "get-room-id" | "claim-room" | "create-room" | "heartbeat" | "status" | "find-match"
+    )
 }
 
 fn json_error(status: StatusCode, message: &str) -> Response {
-    (status, [("content-type", "application/json")], json!({ "message": message }).to_string()).into_response()
+    (
+        status,
+        [("content-type", "application/json")],
+        json!({ "message": message }).to_string(),
+    )
+        .into_response()
 }
 
 pub async fn serve(
@@ -68,18 +80,26 @@ pub async fn serve(
     body: Bytes,
 ) -> Response {
     let cors = state.allowed_origin(&headers);
-    let mut response = if method == Method::OPTIONS && headers.contains_key("access-control-request-method") {
+    let mut response = if method == Method::OPTIONS
+        && headers.contains_key("access-control-request-method")
+    {
         preflight(cors.as_deref())
     } else if let Some(page) = state.pages.as_ref().and_then(|p| p.get(uri.path())) {
         page
     } else {
-        match state.routes.iter().find(|r| r.method == method.as_str() && r.path == uri.path()) {
+        match state
+            .routes
+            .iter()
+            .find(|r| r.method == method.as_str() && r.path == uri.path())
+        {
             Some(route) => {
                 let event = event_for(route, &method, &uri, &headers, &body, peer);
                 match event {
                     Ok(event) => match invoke(&route.function, &state.deps, event).await {
                         Some(reply) => to_response(reply),
-                        None => json_error(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error"),
+                        None => {
+                            json_error(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error")
+                        }
                     },
                     Err(message) => json_error(StatusCode::BAD_REQUEST, &message),
                 }
@@ -90,7 +110,9 @@ pub async fn serve(
     if let Some(origin) = cors
         && let Ok(value) = HeaderValue::from_str(&origin)
     {
-        response.headers_mut().insert("access-control-allow-origin", value);
+        response
+            .headers_mut()
+            .insert("access-control-allow-origin", value);
     }
     response
 }
@@ -99,8 +121,14 @@ fn preflight(origin: Option<&str>) -> Response {
     let mut response = StatusCode::NO_CONTENT.into_response();
     if origin.is_some() {
         let headers = response.headers_mut();
-        headers.insert("access-control-allow-methods", HeaderValue::from_static(CORS_METHODS));
-        headers.insert("access-control-allow-headers", HeaderValue::from_static(CORS_HEADERS));
+        headers.insert(
+            "access-control-allow-methods",
+            HeaderValue::from_static(CORS_METHODS),
+        );
+        headers.insert(
+            "access-control-allow-headers",
+            HeaderValue::from_static(CORS_HEADERS),
+        );
         headers.insert("access-control-max-age", HeaderValue::from_static("600"));
     }
     response
@@ -120,22 +148,36 @@ fn event_for(
     // API Gateway joins repeated parameters and headers with commas.
     let mut query: BTreeMap<String, String> = BTreeMap::new();
     for (k, v) in pairs {
-        query.entry(k).and_modify(|e| { e.push(','); e.push_str(&v) }).or_insert(v);
+        query
+            .entry(k)
+            .and_modify(|e| {
+                e.push(',');
+                e.push_str(&v)
+            })
+            .or_insert(v);
     }
     let mut header_map: BTreeMap<String, String> = BTreeMap::new();
     for (name, value) in headers {
         let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
         header_map
             .entry(name.as_str().to_string())
-            .and_modify(|e| { e.push(','); e.push_str(&value) })
+            .and_modify(|e| {
+                e.push(',');
+                e.push_str(&value)
+            })
             .or_insert(value);
     }
     let (body, is_base64) = match std::str::from_utf8(body) {
         _ if body.is_empty() => (None, false),
         Ok(text) => (Some(text.to_string()), false),
-        Err(_) => (Some(base64::engine::general_purpose::STANDARD.encode(body)), true),
+        Err(_) => (
+            Some(base64::engine::general_purpose::STANDARD.encode(body)),
+            true,
+        ),
     };
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
     let route_key = format!("{} {}", route.method, route.path);
     let event = json!({
         "version": "2.0",
@@ -168,10 +210,13 @@ fn event_for(
 }
 
 fn to_response(reply: ApiGatewayV2httpResponse) -> Response {
-    let status = StatusCode::from_u16(reply.status_code as u16).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let status =
+        StatusCode::from_u16(reply.status_code as u16).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let body = match reply.body {
         Some(EventBody::Text(text)) if reply.is_base64_encoded => {
-            base64::engine::general_purpose::STANDARD.decode(text).unwrap_or_default()
+            base64::engine::general_purpose::STANDARD
+                .decode(text)
+                .unwrap_or_default()
         }
         Some(EventBody::Text(text)) => text.into_bytes(),
         Some(EventBody::Binary(bytes)) => bytes,

@@ -74,7 +74,8 @@ pub struct StackOptions {
 
 /// A RunTask observed before it is answered: its container environment, and the sender to
 /// release the reply.
-pub type LaunchGate = tokio::sync::mpsc::UnboundedSender<(TaskRecord, tokio::sync::oneshot::Sender<()>)>;
+pub type LaunchGate =
+    tokio::sync::mpsc::UnboundedSender<(TaskRecord, tokio::sync::oneshot::Sender<()>)>;
 
 impl StackOptions {
     pub fn new(dynamodb_endpoint: impl Into<String>) -> Self {
@@ -109,14 +110,24 @@ pub struct Stack {
 }
 
 async fn listen(port: u16) -> Result<(TcpListener, u16), StackError> {
-    let listener = TcpListener::bind(("127.0.0.1", port)).await.map_err(|e| StackError::Listen(port, e))?;
-    let bound = listener.local_addr().map_err(|e| StackError::Listen(port, e))?.port();
+    let listener = TcpListener::bind(("127.0.0.1", port))
+        .await
+        .map_err(|e| StackError::Listen(port, e))?;
+    let bound = listener
+        .local_addr()
+        .map_err(|e| StackError::Listen(port, e))?
+        .port();
     Ok((listener, bound))
 }
 
 fn serve(listener: TcpListener, app: Router) -> JoinHandle<()> {
     tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await {
+        if let Err(e) = axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await
+        {
             tracing::error!(error = %e, "server stopped");
         }
     })
@@ -126,7 +137,13 @@ fn serve(listener: TcpListener, app: Router) -> JoinHandle<()> {
 pub async fn local_sdk_config() -> aws_config::SdkConfig {
     aws_config::defaults(BehaviorVersion::latest())
         .region(Region::new("us-east-1"))
-        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new("local", "local", None, None, "switchboard-local"))
+        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+            "local",
+            "local",
+            None,
+            None,
+            "switchboard-local",
+        ))
         .load()
         .await
 }
@@ -138,12 +155,18 @@ impl Stack {
         let ws_routes = template.ws_routes()?;
         for route in &http_routes {
             if !http_api::known_function(&route.function) {
-                return Err(StackError::UnknownFunction(format!("{} {}", route.method, route.path), route.function.clone()));
+                return Err(StackError::UnknownFunction(
+                    format!("{} {}", route.method, route.path),
+                    route.function.clone(),
+                ));
             }
         }
         for route in &ws_routes {
             if !ws_api::known_function(&route.function) {
-                return Err(StackError::UnknownFunction(route.route_key.clone(), route.function.clone()));
+                return Err(StackError::UnknownFunction(
+                    route.route_key.clone(),
+                    route.function.clone(),
+                ));
             }
         }
 
@@ -157,13 +180,20 @@ impl Stack {
         let mut vars = options.vars.clone();
         let tables = Tables::with_prefix(&options.table_prefix);
         for (logical, variable) in Tables::VARIABLES {
-            vars.insert(variable.to_string(), format!("{}{logical}", options.table_prefix));
+            vars.insert(
+                variable.to_string(),
+                format!("{}{logical}", options.table_prefix),
+            );
         }
         debug_assert_eq!(vars.get("SWITCHBOARD_ROOMS_TABLE"), Some(&tables.rooms));
-        vars.entry("SWITCHBOARD_WS_URL".into()).or_insert_with(|| ws_url.clone());
+        vars.entry("SWITCHBOARD_WS_URL".into())
+            .or_insert_with(|| ws_url.clone());
         for (name, value) in [
             ("SWITCHBOARD_ECS_CLUSTER", options.ecs_cluster.as_str()),
-            ("SWITCHBOARD_ECS_TASK_DEFINITION", options.ecs_task_definition.as_str()),
+            (
+                "SWITCHBOARD_ECS_TASK_DEFINITION",
+                options.ecs_task_definition.as_str(),
+            ),
             ("SWITCHBOARD_ECS_CONTAINER", "sfu"),
             ("SWITCHBOARD_ECS_SUBNETS", "subnet-local"),
             ("SWITCHBOARD_ECS_SECURITY_GROUPS", "sg-local"),
@@ -180,7 +210,9 @@ impl Stack {
         };
         let allowed_origins = config.allowed_origins.clone();
         let deps = Deps::new(config, options.clock.clone(), &sdk, endpoints);
-        template.create_tables(deps.store.client(), &options.table_prefix).await?;
+        template
+            .create_tables(deps.store.client(), &options.table_prefix)
+            .await?;
 
         let ecs = ecs::EcsState::new(
             &options.ecs_cluster,
@@ -199,7 +231,10 @@ impl Stack {
             deps: deps.clone(),
             routes: http_routes,
             allowed_origins,
-            pages: options.pages.clone().map(|root| pages::Pages::new(root, "/demo")),
+            pages: options
+                .pages
+                .clone()
+                .map(|root| pages::Pages::new(root, "/demo")),
         });
 
         let http_app = Router::new().fallback(http_api::serve).with_state(http);
@@ -212,7 +247,10 @@ impl Stack {
             .route("/@connections/{id}", connections.clone())
             .route("/{stage}/@connections/{id}", connections)
             .with_state(ws.clone());
-        let ecs_app = Router::new().route("/", post(ecs::endpoint)).fallback(any(ecs::endpoint)).with_state(ecs.clone());
+        let ecs_app = Router::new()
+            .route("/", post(ecs::endpoint))
+            .fallback(any(ecs::endpoint))
+            .with_state(ecs.clone());
 
         Ok(Self {
             http_url,
@@ -221,7 +259,11 @@ impl Stack {
             deps,
             ecs,
             ws,
-            servers: vec![serve(http_listener, http_app), serve(ws_listener, ws_app), serve(ecs_listener, ecs_app)],
+            servers: vec![
+                serve(http_listener, http_app),
+                serve(ws_listener, ws_app),
+                serve(ecs_listener, ecs_app),
+            ],
         })
     }
 

@@ -39,8 +39,13 @@ fn parse_args() -> Result<Args, String> {
         if flag == "--help" || flag == "-h" {
             return Err(USAGE.to_string());
         }
-        let value = it.next().ok_or_else(|| format!("{flag} needs a value\n{USAGE}"))?;
-        let port = |v: &str| v.parse::<u16>().map_err(|_| format!("{flag}: {v:?} is not a port"));
+        let value = it
+            .next()
+            .ok_or_else(|| format!("{flag} needs a value\n{USAGE}"))?;
+        let port = |v: &str| {
+            v.parse::<u16>()
+                .map_err(|_| format!("{flag}: {v:?} is not a port"))
+        };
         match flag.as_str() {
             "--http-port" => args.http_port = port(&value)?,
             "--ws-port" => args.ws_port = port(&value)?,
@@ -48,7 +53,11 @@ fn parse_args() -> Result<Args, String> {
             "--dynamodb-endpoint" => args.dynamodb_endpoint = Some(value),
             "--task-command" => args.task_command = Some(value),
             "--ecs-capacity" => {
-                args.ecs_capacity = Some(value.parse().map_err(|_| format!("--ecs-capacity: {value:?} is not a number"))?)
+                args.ecs_capacity = Some(
+                    value
+                        .parse()
+                        .map_err(|_| format!("--ecs-capacity: {value:?} is not a number"))?,
+                )
             }
             "--template" => args.template = Some(PathBuf::from(value)),
             "--table-prefix" => args.table_prefix = value,
@@ -66,7 +75,8 @@ fn secret() -> String {
 async fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,aws_config=warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,aws_config=warn".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -87,12 +97,17 @@ async fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> Result<(), String> {
-    let mut vars: HashMap<String, String> = std::env::vars().filter(|(k, _)| k.starts_with("SWITCHBOARD_")).collect();
+    let mut vars: HashMap<String, String> = std::env::vars()
+        .filter(|(k, _)| k.starts_with("SWITCHBOARD_"))
+        .collect();
     // Secrets it is not given, it makes, and says so.
     for (name, what) in [
         ("SWITCHBOARD_OPERATOR_KEYS", "operator key (createRoom)"),
         ("SWITCHBOARD_HOST_KEYS", "host key (heartbeat, status)"),
-        ("SWITCHBOARD_TURN_SECRET", "TURN secret (coturn static-auth-secret)"),
+        (
+            "SWITCHBOARD_TURN_SECRET",
+            "TURN secret (coturn static-auth-secret)",
+        ),
     ] {
         if vars.get(name).is_none_or(|v| v.trim().is_empty()) {
             let value = secret();
@@ -105,7 +120,8 @@ async fn run(args: Args) -> Result<(), String> {
     let dynamodb_endpoint = match args.dynamodb_endpoint {
         Some(url) => url,
         None => {
-            let jar_dir = dynamodb::ensure_installed(&dynamodb::cache_dir()).map_err(|e| e.to_string())?;
+            let jar_dir =
+                dynamodb::ensure_installed(&dynamodb::cache_dir()).map_err(|e| e.to_string())?;
             let port = dynamodb::free_port().map_err(|e| e.to_string())?;
             let local = DynamoDbLocal::start(&jar_dir, port).map_err(|e| e.to_string())?;
             local.wait_ready().await.map_err(|e| e.to_string())?;

@@ -23,13 +23,22 @@ impl Pages {
             return None;
         }
         if rest.is_empty() {
-            return Some((StatusCode::MOVED_PERMANENTLY, [("location", format!("{}/", self.prefix))]).into_response());
+            return Some(
+                (
+                    StatusCode::MOVED_PERMANENTLY,
+                    [("location", format!("{}/", self.prefix))],
+                )
+                    .into_response(),
+            );
         }
         let name = match rest.trim_start_matches('/') {
             "" => "index.html",
             other => other,
         };
-        if name.split('/').any(|part| part.is_empty() || part.starts_with('.')) {
+        if name
+            .split('/')
+            .any(|part| part.is_empty() || part.starts_with('.'))
+        {
             return Some(StatusCode::NOT_FOUND.into_response());
         }
         let content_type = match name.rsplit('.').next() {
@@ -40,7 +49,14 @@ impl Pages {
             _ => "application/octet-stream",
         };
         Some(match std::fs::read(self.root.join(name)) {
-            Ok(bytes) => ([("content-type", content_type), ("cache-control", "no-store")], bytes).into_response(),
+            Ok(bytes) => (
+                [
+                    ("content-type", content_type),
+                    ("cache-control", "no-store"),
+                ],
+                bytes,
+            )
+                .into_response(),
             Err(_) => StatusCode::NOT_FOUND.into_response(),
         })
     }

@@ -66,12 +66,15 @@ fn sub_references(template: &str) -> Vec<&str> {
 
 impl Template {
     pub fn load(path: &Path) -> Result<Self, TemplateError> {
-        let raw = std::fs::read_to_string(path).map_err(|e| TemplateError::Read(path.display().to_string(), e))?;
+        let raw = std::fs::read_to_string(path)
+            .map_err(|e| TemplateError::Read(path.display().to_string(), e))?;
         Self::parse(&raw)
     }
 
     pub fn parse(raw: &str) -> Result<Self, TemplateError> {
-        Ok(Self { doc: serde_norway::from_str(raw)? })
+        Ok(Self {
+            doc: serde_norway::from_str(raw)?,
+        })
     }
 
     fn resources(&self) -> impl Iterator<Item = (&str, &Value)> {
@@ -83,31 +86,50 @@ impl Template {
             .filter_map(|(k, v)| Some((k.as_str()?, v)))
     }
 
-    fn resources_of<'a>(&'a self, kind: &'a str) -> impl Iterator<Item = (&'a str, &'a Value)> + 'a {
+    fn resources_of<'a>(
+        &'a self,
+        kind: &'a str,
+    ) -> impl Iterator<Item = (&'a str, &'a Value)> + 'a {
         self.resources()
             .filter(move |(_, r)| r.get("Type").and_then(Value::as_str) == Some(kind))
     }
 
     fn resource(&self, logical_id: &str) -> Option<&Value> {
-        self.resources().find(|(id, _)| *id == logical_id).map(|(_, r)| r)
+        self.resources()
+            .find(|(id, _)| *id == logical_id)
+            .map(|(_, r)| r)
     }
 
     fn binary_of(&self, function_id: &str) -> Result<String, TemplateError> {
         self.resource(function_id)
-            .and_then(|f| f.get("Metadata")?.get("BuildProperties")?.get("Binary")?.as_str())
+            .and_then(|f| {
+                f.get("Metadata")?
+                    .get("BuildProperties")?
+                    .get("Binary")?
+                    .as_str()
+            })
             .map(String::from)
-            .ok_or_else(|| shape(format!("function {function_id} has no Metadata.BuildProperties.Binary")))
+            .ok_or_else(|| {
+                shape(format!(
+                    "function {function_id} has no Metadata.BuildProperties.Binary"
+                ))
+            })
     }
 
     pub fn http_routes(&self) -> Result<Vec<HttpRoute>, TemplateError> {
         let mut routes = Vec::new();
         for (id, function) in self.resources_of("AWS::Serverless::Function") {
-            let events = function.get("Properties").and_then(|p| p.get("Events")).and_then(Value::as_mapping);
+            let events = function
+                .get("Properties")
+                .and_then(|p| p.get("Events"))
+                .and_then(Value::as_mapping);
             for (_, event) in events.into_iter().flatten() {
                 if event.get("Type").and_then(Value::as_str) != Some("HttpApi") {
                     continue;
                 }
-                let props = event.get("Properties").ok_or_else(|| shape(format!("{id}: HttpApi event without Properties")))?;
+                let props = event
+                    .get("Properties")
+                    .ok_or_else(|| shape(format!("{id}: HttpApi event without Properties")))?;
                 let field = |name: &str| {
                     props
                         .get(name)
@@ -129,12 +151,17 @@ impl Template {
     pub fn ws_routes(&self) -> Result<Vec<WsRoute>, TemplateError> {
         let mut routes = Vec::new();
         for (id, route) in self.resources_of("AWS::ApiGatewayV2::Route") {
-            let props = route.get("Properties").ok_or_else(|| shape(format!("{id}: no Properties")))?;
+            let props = route
+                .get("Properties")
+                .ok_or_else(|| shape(format!("{id}: no Properties")))?;
             let route_key = props
                 .get("RouteKey")
                 .and_then(Value::as_str)
                 .ok_or_else(|| shape(format!("{id}: no RouteKey")))?;
-            let target = props.get("Target").and_then(text).ok_or_else(|| shape(format!("{id}: no Target")))?;
+            let target = props
+                .get("Target")
+                .and_then(text)
+                .ok_or_else(|| shape(format!("{id}: no Target")))?;
             let integration_id = *sub_references(target)
                 .first()
                 .ok_or_else(|| shape(format!("{id}: Target names no integration")))?;
@@ -146,7 +173,11 @@ impl Template {
             let function_id = sub_references(uri)
                 .into_iter()
                 .find(|r| self.resource(r).is_some())
-                .ok_or_else(|| shape(format!("{integration_id}: IntegrationUri names no function")))?;
+                .ok_or_else(|| {
+                    shape(format!(
+                        "{integration_id}: IntegrationUri names no function"
+                    ))
+                })?;
             routes.push(WsRoute {
                 route_key: route_key.to_string(),
                 function: self.binary_of(function_id)?,
@@ -158,7 +189,9 @@ impl Template {
 
     /// Logical ids of the DynamoDB tables.
     pub fn table_ids(&self) -> Vec<String> {
-        self.resources_of("AWS::DynamoDB::Table").map(|(id, _)| id.to_string()).collect()
+        self.resources_of("AWS::DynamoDB::Table")
+            .map(|(id, _)| id.to_string())
+            .collect()
     }
 
     /// Creates every table (named `<prefix><LogicalId>`) that does not exist yet, with its
@@ -166,7 +199,9 @@ impl Template {
     pub async fn create_tables(&self, client: &Client, prefix: &str) -> Result<(), TemplateError> {
         for (id, table) in self.resources_of("AWS::DynamoDB::Table") {
             let name = format!("{prefix}{id}");
-            let props = table.get("Properties").ok_or_else(|| shape(format!("{id}: no Properties")))?;
+            let props = table
+                .get("Properties")
+                .ok_or_else(|| shape(format!("{id}: no Properties")))?;
             let create = client
                 .create_table()
                 .table_name(&name)
@@ -174,12 +209,21 @@ impl Template {
                 .set_attribute_definitions(Some(attribute_definitions(id, props)?))
                 .set_key_schema(Some(key_schema(id, props.get("KeySchema"))?));
             let mut indexes = Vec::new();
-            for index in props.get("GlobalSecondaryIndexes").and_then(Value::as_sequence).into_iter().flatten() {
+            for index in props
+                .get("GlobalSecondaryIndexes")
+                .and_then(Value::as_sequence)
+                .into_iter()
+                .flatten()
+            {
                 let index_name = index
                     .get("IndexName")
                     .and_then(Value::as_str)
                     .ok_or_else(|| shape(format!("{id}: index without IndexName")))?;
-                let projection = match index.get("Projection").and_then(|p| p.get("ProjectionType")).and_then(Value::as_str) {
+                let projection = match index
+                    .get("Projection")
+                    .and_then(|p| p.get("ProjectionType"))
+                    .and_then(Value::as_str)
+                {
                     Some("KEYS_ONLY") => ProjectionType::KeysOnly,
                     Some("INCLUDE") => ProjectionType::Include,
                     _ => ProjectionType::All,
@@ -193,14 +237,31 @@ impl Template {
                         .map_err(|e| shape(format!("{id}.{index_name}: {e}")))?,
                 );
             }
-            let create = if indexes.is_empty() { create } else { create.set_global_secondary_indexes(Some(indexes)) };
+            let create = if indexes.is_empty() {
+                create
+            } else {
+                create.set_global_secondary_indexes(Some(indexes))
+            };
             match create.send().await {
                 Ok(_) => {}
-                Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_in_use_exception()) => continue,
-                Err(e) => return Err(TemplateError::Create(name, switchboard::error::error_chain(&e))),
+                Err(e)
+                    if e.as_service_error()
+                        .is_some_and(|s| s.is_resource_in_use_exception()) =>
+                {
+                    continue;
+                }
+                Err(e) => {
+                    return Err(TemplateError::Create(
+                        name,
+                        switchboard::error::error_chain(&e),
+                    ));
+                }
             }
             if let Some(ttl) = props.get("TimeToLiveSpecification") {
-                let attribute = ttl.get("AttributeName").and_then(Value::as_str).unwrap_or("expiresAt");
+                let attribute = ttl
+                    .get("AttributeName")
+                    .and_then(Value::as_str)
+                    .unwrap_or("expiresAt");
                 client
                     .update_time_to_live()
                     .table_name(&name)
@@ -213,14 +274,19 @@ impl Template {
                     )
                     .send()
                     .await
-                    .map_err(|e| TemplateError::Create(name.clone(), switchboard::error::error_chain(&e)))?;
+                    .map_err(|e| {
+                        TemplateError::Create(name.clone(), switchboard::error::error_chain(&e))
+                    })?;
             }
         }
         Ok(())
     }
 }
 
-fn attribute_definitions(id: &str, props: &Value) -> Result<Vec<AttributeDefinition>, TemplateError> {
+fn attribute_definitions(
+    id: &str,
+    props: &Value,
+) -> Result<Vec<AttributeDefinition>, TemplateError> {
     props
         .get("AttributeDefinitions")
         .and_then(Value::as_sequence)

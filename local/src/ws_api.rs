@@ -49,7 +49,10 @@ impl WsState {
     pub fn new(deps: Deps, routes: &[WsRoute], domain: String, deliver_disconnect: bool) -> Self {
         Self {
             deps,
-            routes: routes.iter().map(|r| (r.route_key.clone(), r.function.clone())).collect(),
+            routes: routes
+                .iter()
+                .map(|r| (r.route_key.clone(), r.function.clone()))
+                .collect(),
             sockets: Mutex::default(),
             domain,
             deliver_disconnect,
@@ -57,7 +60,11 @@ impl WsState {
     }
 
     fn socket(&self, id: &str) -> Option<Arc<Socket>> {
-        self.sockets.lock().unwrap_or_else(|p| p.into_inner()).get(id).cloned()
+        self.sockets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .cloned()
     }
 
     pub fn open_sockets(&self) -> usize {
@@ -65,7 +72,14 @@ impl WsState {
     }
 
     /// The API Gateway event for one route invocation.
-    fn event(&self, route_key: &str, event_type: &str, id: &str, socket: &SocketInfo, body: Option<&str>) -> ApiGatewayWebsocketProxyRequest {
+    fn event(
+        &self,
+        route_key: &str,
+        event_type: &str,
+        id: &str,
+        socket: &SocketInfo,
+        body: Option<&str>,
+    ) -> ApiGatewayWebsocketProxyRequest {
         let now = now_millis();
         let mut event = json!({
             "requestContext": {
@@ -97,7 +111,9 @@ impl WsState {
 
     async fn run(&self, route_key: &str, event: ApiGatewayWebsocketProxyRequest) -> Option<i64> {
         let function = self.routes.get(route_key)?;
-        invoke(function, &self.deps, event).await.map(|r| r.status_code)
+        invoke(function, &self.deps, event)
+            .await
+            .map(|r| r.status_code)
     }
 }
 
@@ -107,7 +123,11 @@ struct SocketInfo {
     user_agent: String,
 }
 
-pub async fn invoke(function: &str, deps: &Deps, event: ApiGatewayWebsocketProxyRequest) -> Option<ApiGatewayProxyResponse> {
+pub async fn invoke(
+    function: &str,
+    deps: &Deps,
+    event: ApiGatewayWebsocketProxyRequest,
+) -> Option<ApiGatewayProxyResponse> {
     Some(match function {
         "connect" => connect::handler(deps, event).await,
         "identify" => identify::handler(deps, event).await,
@@ -119,7 +139,10 @@ pub async fn invoke(function: &str, deps: &Deps, event: ApiGatewayWebsocketProxy
 }
 
 pub fn known_function(function: &str) -> bool {
-    matches!(function, "connect" | "identify" | "handshake" | "disconnect" | "default")
+    matches!(
+        function,
+        "connect" | "identify" | "handshake" | "disconnect" | "default"
+    )
 }
 
 fn now_millis() -> i64 {
@@ -145,7 +168,11 @@ pub async fn upgrade(
     let info = SocketInfo {
         connected_at: now_millis(),
         source_ip: peer.ip().to_string(),
-        user_agent: headers.get("user-agent").and_then(|h| h.to_str().ok()).unwrap_or_default().to_string(),
+        user_agent: headers
+            .get("user-agent")
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or_default()
+            .to_string(),
     };
     let event = state.event("$connect", "CONNECT", &id, &info, None);
     match state.run("$connect", event).await {
@@ -170,7 +197,11 @@ async fn connection(state: Arc<WsState>, socket: WebSocket, id: String, info: So
         source_ip: info.source_ip.clone(),
         user_agent: info.user_agent.clone(),
     });
-    state.sockets.lock().unwrap_or_else(|p| p.into_inner()).insert(id.clone(), registered.clone());
+    state
+        .sockets
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(id.clone(), registered.clone());
 
     let writer = tokio::spawn(async move {
         while let Some(message) = pending.recv().await {
@@ -184,7 +215,9 @@ async fn connection(state: Arc<WsState>, socket: WebSocket, id: String, info: So
     // One connection's frames are handled in order, so a client's identify completes before
     // its next frame is routed.
     while let Some(Ok(message)) = stream.next().await {
-        registered.last_active.store(now_millis(), Ordering::Relaxed);
+        registered
+            .last_active
+            .store(now_millis(), Ordering::Relaxed);
         let text = match message {
             Message::Text(text) => text.to_string(),
             Message::Binary(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
@@ -195,19 +228,27 @@ async fn connection(state: Arc<WsState>, socket: WebSocket, id: String, info: So
             .ok()
             .and_then(|v| v.get("action").and_then(Value::as_str).map(String::from));
         let route = match action {
-            Some(action) if !action.starts_with('$') && state.routes.contains_key(&action) => action,
+            Some(action) if !action.starts_with('$') && state.routes.contains_key(&action) => {
+                action
+            }
             _ => "$default".to_string(),
         };
         let event = state.event(&route, "MESSAGE", &id, &info, Some(&text));
         if state.run(&route, event).await.is_none() {
             // No route and no $default: API Gateway's own answer.
             let _ = registered.outbox.send(Message::Text(
-                json!({ "message": "Forbidden", "connectionId": id }).to_string().into(),
+                json!({ "message": "Forbidden", "connectionId": id })
+                    .to_string()
+                    .into(),
             ));
         }
     }
 
-    state.sockets.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+    state
+        .sockets
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(&id);
     writer.abort();
     if state.deliver_disconnect {
         let event = state.event("$disconnect", "DISCONNECT", &id, &info, None);
@@ -218,18 +259,29 @@ async fn connection(state: Arc<WsState>, socket: WebSocket, id: String, info: So
 fn gone() -> Response {
     (
         StatusCode::GONE,
-        [("x-amzn-errortype", "GoneException"), ("content-type", "application/json")],
+        [
+            ("x-amzn-errortype", "GoneException"),
+            ("content-type", "application/json"),
+        ],
         json!({ "message": null }).to_string(),
     )
         .into_response()
 }
 
 fn iso(millis: i64) -> String {
-    DateTime::from_millis(millis).fmt(Format::DateTime).unwrap_or_default()
+    DateTime::from_millis(millis)
+        .fmt(Format::DateTime)
+        .unwrap_or_default()
 }
 
-pub async fn post_to_connection(State(state): State<Arc<WsState>>, Path(params): Path<Vec<(String, String)>>, body: Bytes) -> Response {
-    let Some(id) = params.last().map(|(_, v)| v.clone()) else { return gone() };
+pub async fn post_to_connection(
+    State(state): State<Arc<WsState>>,
+    Path(params): Path<Vec<(String, String)>>,
+    body: Bytes,
+) -> Response {
+    let Some(id) = params.last().map(|(_, v)| v.clone()) else {
+        return gone();
+    };
     if body.len() > MAX_FRAME_BYTES {
         return (
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -238,7 +290,9 @@ pub async fn post_to_connection(State(state): State<Arc<WsState>>, Path(params):
         )
             .into_response();
     }
-    let Some(socket) = state.socket(&id) else { return gone() };
+    let Some(socket) = state.socket(&id) else {
+        return gone();
+    };
     let message = match String::from_utf8(body.to_vec()) {
         Ok(text) => Message::Text(text.into()),
         Err(e) => Message::Binary(e.into_bytes().into()),
@@ -249,8 +303,13 @@ pub async fn post_to_connection(State(state): State<Arc<WsState>>, Path(params):
     StatusCode::OK.into_response()
 }
 
-pub async fn get_connection(State(state): State<Arc<WsState>>, Path(params): Path<Vec<(String, String)>>) -> Response {
-    let Some(socket) = params.last().and_then(|(_, id)| state.socket(id)) else { return gone() };
+pub async fn get_connection(
+    State(state): State<Arc<WsState>>,
+    Path(params): Path<Vec<(String, String)>>,
+) -> Response {
+    let Some(socket) = params.last().and_then(|(_, id)| state.socket(id)) else {
+        return gone();
+    };
     axum::Json(json!({
         "connectedAt": iso(socket.connected_at),
         "identity": { "sourceIp": socket.source_ip, "userAgent": socket.user_agent },
@@ -259,8 +318,13 @@ pub async fn get_connection(State(state): State<Arc<WsState>>, Path(params): Pat
     .into_response()
 }
 
-pub async fn delete_connection(State(state): State<Arc<WsState>>, Path(params): Path<Vec<(String, String)>>) -> Response {
-    let Some(socket) = params.last().and_then(|(_, id)| state.socket(id)) else { return gone() };
+pub async fn delete_connection(
+    State(state): State<Arc<WsState>>,
+    Path(params): Path<Vec<(String, String)>>,
+) -> Response {
+    let Some(socket) = params.last().and_then(|(_, id)| state.socket(id)) else {
+        return gone();
+    };
     let _ = socket.outbox.send(Message::Close(None));
     StatusCode::NO_CONTENT.into_response()
 }

@@ -28,8 +28,9 @@ pub fn dynamodb_endpoint() -> String {
             }
             let (tx, rx) = std::sync::mpsc::channel();
             std::thread::spawn(move || {
-                let started = dynamodb::ensure_installed(&dynamodb::cache_dir())
-                    .and_then(|dir| DynamoDbLocal::start(&dir, dynamodb::free_port().expect("free port")));
+                let started = dynamodb::ensure_installed(&dynamodb::cache_dir()).and_then(|dir| {
+                    DynamoDbLocal::start(&dir, dynamodb::free_port().expect("free port"))
+                });
                 match started {
                     Ok(local) => {
                         let _ = tx.send(Ok(local.endpoint.clone()));
@@ -44,7 +45,10 @@ pub fn dynamodb_endpoint() -> String {
                     }
                 }
             });
-            let endpoint = rx.recv().expect("DynamoDB Local thread").expect("DynamoDB Local starts");
+            let endpoint = rx
+                .recv()
+                .expect("DynamoDB Local thread")
+                .expect("DynamoDB Local starts");
             wait_for_port(&endpoint, Duration::from_secs(60));
             endpoint
         })
@@ -101,7 +105,11 @@ impl TestStack {
     pub async fn start_with(options: StackOptions) -> Self {
         let clock = options.clock.clone();
         let stack = Stack::start(options).await.expect("local stack starts");
-        Self { stack, clock, http: reqwest::Client::new() }
+        Self {
+            stack,
+            clock,
+            http: reqwest::Client::new(),
+        }
     }
 
     pub fn store(&self) -> &switchboard::model::Store {
@@ -109,11 +117,21 @@ impl TestStack {
     }
 
     /// One HTTP call; returns the status and the JSON body (Null when the body is empty).
-    pub async fn call(&self, method: &str, path: &str, body: Option<&str>, bearer: Option<&str>) -> (u16, Value) {
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+        bearer: Option<&str>,
+    ) -> (u16, Value) {
         let response = self.request(method, path, body, bearer, &[]).await;
         let status = response.status().as_u16();
         let text = response.text().await.expect("response body");
-        let json = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+        let json = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
         (status, json)
     }
 
@@ -126,9 +144,13 @@ impl TestStack {
         headers: &[(&str, &str)],
     ) -> reqwest::Response {
         let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
-        let mut request = self.http.request(method, format!("{}{path}", self.stack.http_url));
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.stack.http_url));
         if let Some(body) = body {
-            request = request.header("content-type", "application/json").body(body.to_string());
+            request = request
+                .header("content-type", "application/json")
+                .body(body.to_string());
         }
         if let Some(key) = bearer {
             request = request.header("authorization", format!("Bearer {key}"));
@@ -136,17 +158,38 @@ impl TestStack {
         for (name, value) in headers {
             request = request.header(*name, *value);
         }
-        request.send().await.expect("request reaches the local stack")
+        request
+            .send()
+            .await
+            .expect("request reaches the local stack")
     }
 
-    pub async fn heartbeat(&self, host_id: &str, room_id: &str, region: &str, status: &str) -> (u16, Value) {
+    pub async fn heartbeat(
+        &self,
+        host_id: &str,
+        room_id: &str,
+        region: &str,
+        status: &str,
+    ) -> (u16, Value) {
         let body = serde_json::json!({ "hostId": host_id, "roomId": room_id, "region": region, "status": status });
-        self.call("POST", "/api/host/heartbeat", Some(&body.to_string()), Some(HOST_KEY)).await
+        self.call(
+            "POST",
+            "/api/host/heartbeat",
+            Some(&body.to_string()),
+            Some(HOST_KEY),
+        )
+        .await
     }
 
     pub async fn status(&self, host_id: &str, status: &str) -> (u16, Value) {
         let body = serde_json::json!({ "hostId": host_id, "status": status });
-        self.call("POST", "/api/host/status", Some(&body.to_string()), Some(HOST_KEY)).await
+        self.call(
+            "POST",
+            "/api/host/status",
+            Some(&body.to_string()),
+            Some(HOST_KEY),
+        )
+        .await
     }
 
     pub async fn find_match(&self, region: Option<&str>) -> (u16, Value) {
@@ -154,13 +197,16 @@ impl TestStack {
             Some(r) => serde_json::json!({ "region": r }),
             None => serde_json::json!({}),
         };
-        self.call("POST", "/api/find-match", Some(&body.to_string()), None).await
+        self.call("POST", "/api/find-match", Some(&body.to_string()), None)
+            .await
     }
 
     /// createRoom, then the SFU's side of it: the token from the task's environment makes the
     /// room warm, as the SFU's identify does.
     pub async fn warm_room(&self) -> String {
-        let (status, body) = self.call("PUT", "/createRoom", None, Some(OPERATOR_KEY)).await;
+        let (status, body) = self
+            .call("PUT", "/createRoom", None, Some(OPERATOR_KEY))
+            .await;
         assert_eq!(status, 200, "createRoom: {body}");
         let room_id = body["roomId"].as_str().expect("roomId").to_string();
         let token = self.task_env(&room_id, "SFU_TOKEN");

@@ -5,8 +5,13 @@ use switchboard::Deps;
 use switchboard::signaling::{connection_id, ws_response};
 
 #[tracing::instrument(skip_all, fields(connection = event.request_context.connection_id))]
-pub async fn handler(deps: &Deps, event: ApiGatewayWebsocketProxyRequest) -> ApiGatewayProxyResponse {
-    let Ok(connection) = connection_id(&event) else { return ws_response(400) };
+pub async fn handler(
+    deps: &Deps,
+    event: ApiGatewayWebsocketProxyRequest,
+) -> ApiGatewayProxyResponse {
+    let Ok(connection) = connection_id(&event) else {
+        return ws_response(400);
+    };
     match deps.store.open_connection(connection).await {
         Ok(()) => ws_response(200),
         Err(e) => {

@@ -7,7 +7,9 @@ use switchboard::http::{ErrorStyle, JsonBody, require_bearer, respond};
 use switchboard::{ApiError, Deps, ecs, turn};
 use uuid::Uuid;
 
-const STYLE: ErrorStyle = ErrorStyle::Rooms { internal: "Failed to start task." };
+const STYLE: ErrorStyle = ErrorStyle::Rooms {
+    internal: "Failed to start task.",
+};
 
 #[tracing::instrument(skip_all)]
 pub async fn handler(deps: &Deps, event: ApiGatewayV2httpRequest) -> ApiGatewayV2httpResponse {

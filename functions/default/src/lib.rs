@@ -7,7 +7,10 @@ use switchboard::signaling::{MAX_FRAME_BYTES, connection_id, refuse, send, ws_re
 use switchboard::{ApiError, Deps};
 
 #[tracing::instrument(skip_all, fields(connection = event.request_context.connection_id))]
-pub async fn handler(deps: &Deps, event: ApiGatewayWebsocketProxyRequest) -> ApiGatewayProxyResponse {
+pub async fn handler(
+    deps: &Deps,
+    event: ApiGatewayWebsocketProxyRequest,
+) -> ApiGatewayProxyResponse {
     match answer(deps, &event).await {
         Ok(()) => ws_response(200),
         Err(e) => refuse(deps, &event, "default", &e).await,
@@ -18,12 +21,21 @@ async fn answer(deps: &Deps, event: &ApiGatewayWebsocketProxyRequest) -> Result<
     let connection = connection_id(event)?;
     let body = event.body.as_deref().unwrap_or_default();
     if body.len() > MAX_FRAME_BYTES {
-        return Err(ApiError::bad_request(format!("Frame exceeds {MAX_FRAME_BYTES} bytes")));
+        return Err(ApiError::bad_request(format!(
+            "Frame exceeds {MAX_FRAME_BYTES} bytes"
+        )));
     }
-    let frame: Value = serde_json::from_str(body).map_err(|_| ApiError::bad_request("Malformed JSON"))?;
+    let frame: Value =
+        serde_json::from_str(body).map_err(|_| ApiError::bad_request("Malformed JSON"))?;
     match frame.get("action").and_then(Value::as_str) {
         Some("ping") => {
-            send(deps, &event.request_context, connection, &json!({ "type": "pong" })).await?;
+            send(
+                deps,
+                &event.request_context,
+                connection,
+                &json!({ "type": "pong" }),
+            )
+            .await?;
             Ok(())
         }
         Some(action) => Err(ApiError::bad_request(format!("Unknown action: {action}"))),

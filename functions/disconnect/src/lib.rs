@@ -6,9 +6,14 @@ use switchboard::signaling::{connection_id, depart, refuse, ws_response};
 use switchboard::{ApiError, Deps};
 
 #[tracing::instrument(skip_all, fields(connection = event.request_context.connection_id))]
-pub async fn handler(deps: &Deps, event: ApiGatewayWebsocketProxyRequest) -> ApiGatewayProxyResponse {
+pub async fn handler(
+    deps: &Deps,
+    event: ApiGatewayWebsocketProxyRequest,
+) -> ApiGatewayProxyResponse {
     let result = match connection_id(&event) {
-        Ok(connection) => depart(deps, &event.request_context, connection).await.map_err(ApiError::from),
+        Ok(connection) => depart(deps, &event.request_context, connection)
+            .await
+            .map_err(ApiError::from),
         Err(e) => Err(e),
     };
     match result {

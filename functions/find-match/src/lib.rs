@@ -30,7 +30,11 @@ async fn find_match(deps: &Deps, event: &ApiGatewayV2httpRequest) -> Result<Valu
         .store
         .reserve_idle_host(&regions, deps.config.match_lease_seconds)
         .await?;
-    tracing::info!(items_read = outcome.items_read, capacity = outcome.capacity_units, "match");
+    tracing::info!(
+        items_read = outcome.items_read,
+        capacity = outcome.capacity_units,
+        "match"
+    );
     let host = outcome.host.ok_or_else(|| match requested {
         Some(region) => ApiError::not_found(format!("No available hosts in region {region}")),
         None => ApiError::not_found("No available hosts"),

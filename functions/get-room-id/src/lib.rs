@@ -5,7 +5,9 @@ use serde_json::{Value, json};
 use switchboard::http::{ErrorStyle, query, respond};
 use switchboard::{ApiError, Deps, validate};
 
-const STYLE: ErrorStyle = ErrorStyle::Rooms { internal: "Something broke on the server" };
+const STYLE: ErrorStyle = ErrorStyle::Rooms {
+    internal: "Something broke on the server",
+};
 
 #[tracing::instrument(skip_all)]
 pub async fn handler(deps: &Deps, event: ApiGatewayV2httpRequest) -> ApiGatewayV2httpResponse {

@@ -11,7 +11,10 @@ use switchboard::{ApiError, Deps};
 const ACTION: &str = "handshake";
 
 #[tracing::instrument(skip_all, fields(connection = event.request_context.connection_id))]
-pub async fn handler(deps: &Deps, event: ApiGatewayWebsocketProxyRequest) -> ApiGatewayProxyResponse {
+pub async fn handler(
+    deps: &Deps,
+    event: ApiGatewayWebsocketProxyRequest,
+) -> ApiGatewayProxyResponse {
     match handshake(deps, &event).await {
         Ok(()) => ws_response(200),
         Err(e) => refuse(deps, &event, ACTION, &e).await,
@@ -28,12 +31,23 @@ async fn handshake(deps: &Deps, event: &ApiGatewayWebsocketProxyRequest) -> Resu
         .await?
         .and_then(|c| c.membership)
         .ok_or_else(|| ApiError::bad_request("WebSocket Connection Not Found"))?;
-    if !matches!(optional_str(&data, "type").ok().flatten(), Some("producer" | "consumer")) {
+    if !matches!(
+        optional_str(&data, "type").ok().flatten(),
+        Some("producer" | "consumer")
+    ) {
         return Err(ApiError::bad_request("Missing valid type property"));
     }
     let target = match optional_str(&data, "receiver")? {
-        Some(receiver) => deps.store.member(&room_id, receiver).await?.map(|m| m.connection_id),
-        None => deps.store.room(&room_id).await?.and_then(|r| r.serving_connection),
+        Some(receiver) => deps
+            .store
+            .member(&room_id, receiver)
+            .await?
+            .map(|m| m.connection_id),
+        None => deps
+            .store
+            .room(&room_id)
+            .await?
+            .and_then(|r| r.serving_connection),
     }
     .ok_or_else(|| ApiError::not_found("Receiver not found"))?;
 

@@ -5,8 +5,10 @@ use lambda_runtime::{Error, LambdaEvent, run, service_fn};
 async fn main() -> Result<(), Error> {
     let deps = switchboard::init().await?;
     let deps = &deps;
-    run(service_fn(move |event: LambdaEvent<ApiGatewayWebsocketProxyRequest>| async move {
-        Ok::<_, Error>(handshake::handler(deps, event.payload).await)
-    }))
+    run(service_fn(
+        move |event: LambdaEvent<ApiGatewayWebsocketProxyRequest>| async move {
+            Ok::<_, Error>(handshake::handler(deps, event.payload).await)
+        },
+    ))
     .await
 }

@@ -21,11 +21,18 @@ async fn heartbeat(deps: &Deps, event: &ApiGatewayV2httpRequest) -> Result<Value
     let region = validate::region(&deps.config, body.required_str("region")?)?;
     let status = match body.optional_str("status")? {
         None => HostStatus::Idle,
-        Some(s) => HostStatus::parse(s).ok_or_else(|| ApiError::bad_request("status must be idle or busy"))?,
+        Some(s) => HostStatus::parse(s)
+            .ok_or_else(|| ApiError::bad_request("status must be idle or busy"))?,
     };
     let ttl = deps.config.host_ttl_seconds;
-    match deps.store.heartbeat(&host_id, &room_id, region, status, ttl).await? {
+    match deps
+        .store
+        .heartbeat(&host_id, &room_id, region, status, ttl)
+        .await?
+    {
         HeartbeatOutcome::Registered => Ok(json!({ "success": true, "ttl": ttl })),
-        HeartbeatOutcome::RoomTaken => Err(ApiError::Conflict("roomId is in use by another host".into())),
+        HeartbeatOutcome::RoomTaken => Err(ApiError::Conflict(
+            "roomId is in use by another host".into(),
+        )),
     }
 }

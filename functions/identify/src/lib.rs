@@ -10,7 +10,10 @@ use switchboard::{ApiError, Deps, validate};
 const ACTION: &str = "identify";
 
 #[tracing::instrument(skip_all, fields(connection = event.request_context.connection_id))]
-pub async fn handler(deps: &Deps, event: ApiGatewayWebsocketProxyRequest) -> ApiGatewayProxyResponse {
+pub async fn handler(
+    deps: &Deps,
+    event: ApiGatewayWebsocketProxyRequest,
+) -> ApiGatewayProxyResponse {
     match identify(deps, &event).await {
         Ok(()) => ws_response(200),
         Err(e) => refuse(deps, &event, ACTION, &e).await,
@@ -35,18 +38,33 @@ async fn identify(deps: &Deps, event: &ApiGatewayWebsocketProxyRequest) -> Resul
     };
     authorize(deps, role, &room_id, &data).await?;
 
-    match deps.store.join_room(connection, &room_id, &peer_id, role).await? {
+    match deps
+        .store
+        .join_room(connection, &room_id, &peer_id, role)
+        .await?
+    {
         JoinOutcome::Joined => {}
-        JoinOutcome::PeerIdTaken => return Err(ApiError::Conflict("id is already in use in this room".into())),
+        JoinOutcome::PeerIdTaken => {
+            return Err(ApiError::Conflict(
+                "id is already in use in this room".into(),
+            ));
+        }
         JoinOutcome::AlreadyIdentified => {
-            return Err(ApiError::Conflict("Connection is already identified".into()));
+            return Err(ApiError::Conflict(
+                "Connection is already identified".into(),
+            ));
         }
     }
     match role {
         Role::Client => {}
         Role::Sfu => {
             let token = optional_str(&data, "token")?.unwrap_or_default();
-            if deps.store.attach_sfu(&room_id, token, &peer_id, connection).await?.is_none() {
+            if deps
+                .store
+                .attach_sfu(&room_id, token, &peer_id, connection)
+                .await?
+                .is_none()
+            {
                 deps.store.close_connection(connection).await?;
                 return Err(ApiError::Unauthorized);
             }
@@ -68,10 +86,17 @@ async fn identify(deps: &Deps, event: &ApiGatewayWebsocketProxyRequest) -> Resul
 }
 
 /// Checks the proof each role needs before it may join `room_id`.
-async fn authorize(deps: &Deps, role: Role, room_id: &str, data: &Map<String, Value>) -> Result<(), ApiError> {
+async fn authorize(
+    deps: &Deps,
+    role: Role,
+    room_id: &str,
+    data: &Map<String, Value>,
+) -> Result<(), ApiError> {
     let room = deps.store.room(room_id).await?;
     match role {
-        Role::Client => room.map(|_| ()).ok_or_else(|| ApiError::not_found("Room not found")),
+        Role::Client => room
+            .map(|_| ())
+            .ok_or_else(|| ApiError::not_found("Room not found")),
         Role::Sfu => {
             let token = optional_str(data, "token")?.ok_or(ApiError::Unauthorized)?;
             match room {

@@ -82,19 +82,25 @@ impl Config {
 
     /// Reads the configuration from a map of variables (the environment, or a test's own).
     pub fn from_vars(vars: &HashMap<String, String>) -> Result<Self, ConfigError> {
-        let get = |name: &str| vars.get(name).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
+        let get = |name: &str| {
+            vars.get(name)
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+        };
         let list = |name: &str| get(name).map(|v| split_list(&v)).unwrap_or_default();
         let required = |name: &'static str| get(name).ok_or(ConfigError::Missing(name));
-        let seconds = |name: &'static str, default: i64| -> Result<i64, ConfigError> {
-            match get(name) {
-                None => Ok(default),
-                Some(v) => v
-                    .parse::<i64>()
-                    .ok()
-                    .filter(|n| *n > 0)
-                    .ok_or_else(|| ConfigError::Invalid { name, reason: format!("{v:?} is not a positive number of seconds") }),
-            }
-        };
+        let seconds =
+            |name: &'static str, default: i64| -> Result<i64, ConfigError> {
+                match get(name) {
+                    None => Ok(default),
+                    Some(v) => v.parse::<i64>().ok().filter(|n| *n > 0).ok_or_else(|| {
+                        ConfigError::Invalid {
+                            name,
+                            reason: format!("{v:?} is not a positive number of seconds"),
+                        }
+                    }),
+                }
+            };
 
         let tables = Tables {
             rooms: required("SWITCHBOARD_ROOMS_TABLE")?,

@@ -42,7 +42,11 @@ impl Deps {
                 clock,
             ),
             ecs: aws_sdk_ecs::Client::from_conf(ecs.build()),
-            sockets: Sockets::new(sdk, endpoints.management, config.ws_management_endpoint.clone()),
+            sockets: Sockets::new(
+                sdk,
+                endpoints.management,
+                config.ws_management_endpoint.clone(),
+            ),
             config,
         }
     }
@@ -51,6 +55,11 @@ impl Deps {
     pub async fn from_env() -> Result<Self, ConfigError> {
         let config = Config::from_env()?;
         let sdk = aws_config::load_from_env().await;
-        Ok(Self::new(config, Clock::system(), &sdk, Endpoints::default()))
+        Ok(Self::new(
+            config,
+            Clock::system(),
+            &sdk,
+            Endpoints::default(),
+        ))
     }
 }

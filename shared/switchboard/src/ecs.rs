@@ -2,8 +2,8 @@
 
 use aws_sdk_ecs::Client;
 use aws_sdk_ecs::types::{
-    AssignPublicIp, AwsVpcConfiguration, ContainerOverride, KeyValuePair, LaunchType, NetworkConfiguration,
-    TaskOverride,
+    AssignPublicIp, AwsVpcConfiguration, ContainerOverride, KeyValuePair, LaunchType,
+    NetworkConfiguration, TaskOverride,
 };
 use thiserror::Error;
 
@@ -33,7 +33,11 @@ pub async fn run_task(
     let vpc = AwsVpcConfiguration::builder()
         .set_subnets(Some(settings.subnets.clone()))
         .set_security_groups(Some(settings.security_groups.clone()))
-        .assign_public_ip(if settings.assign_public_ip { AssignPublicIp::Enabled } else { AssignPublicIp::Disabled })
+        .assign_public_ip(if settings.assign_public_ip {
+            AssignPublicIp::Enabled
+        } else {
+            AssignPublicIp::Disabled
+        })
         .build()
         .map_err(|e| LaunchError::Request(e.to_string()))?;
     let container = ContainerOverride::builder()
@@ -51,8 +55,16 @@ pub async fn run_task(
         .task_definition(&settings.task_definition)
         .launch_type(LaunchType::Fargate)
         .count(1)
-        .network_configuration(NetworkConfiguration::builder().awsvpc_configuration(vpc).build())
-        .overrides(TaskOverride::builder().container_overrides(container).build())
+        .network_configuration(
+            NetworkConfiguration::builder()
+                .awsvpc_configuration(vpc)
+                .build(),
+        )
+        .overrides(
+            TaskOverride::builder()
+                .container_overrides(container)
+                .build(),
+        )
         .started_by("switchboard")
         .send()
         .await
@@ -61,7 +73,13 @@ pub async fn run_task(
         let reasons: Vec<String> = out
             .failures()
             .iter()
-            .map(|f| format!("{}: {}", f.reason().unwrap_or("?"), f.detail().unwrap_or("")))
+            .map(|f| {
+                format!(
+                    "{}: {}",
+                    f.reason().unwrap_or("?"),
+                    f.detail().unwrap_or("")
+                )
+            })
             .collect();
         return Err(LaunchError::Failures(reasons.join("; ")));
     }

@@ -51,10 +51,7 @@ pub fn error_response(error: &ApiError, style: ErrorStyle) -> ApiGatewayV2httpRe
 }
 
 /// Runs a route and renders its outcome; the handlers' only exit.
-pub fn respond(
-    outcome: Result<Value, ApiError>,
-    style: ErrorStyle,
-) -> ApiGatewayV2httpResponse {
+pub fn respond(outcome: Result<Value, ApiError>, style: ErrorStyle) -> ApiGatewayV2httpResponse {
     match outcome {
         Ok(body) => json_response(200, &body),
         Err(error) => error_response(&error, style),
@@ -76,14 +73,21 @@ pub fn method(request: &ApiGatewayV2httpRequest) -> &str {
 /// Checks `Authorization: Bearer <key>` against any of `keys`, in constant time per key.
 pub fn require_bearer(request: &ApiGatewayV2httpRequest, keys: &[String]) -> Result<(), ApiError> {
     let presented = header(request, "authorization")
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
         .map(str::trim)
         .ok_or(ApiError::Unauthorized)?;
     let mut matched = false;
     for key in keys {
         matched |= bool::from(key.as_bytes().ct_eq(presented.as_bytes()));
     }
-    if matched { Ok(()) } else { Err(ApiError::Unauthorized) }
+    if matched {
+        Ok(())
+    } else {
+        Err(ApiError::Unauthorized)
+    }
 }
 
 /// A request body that must be a JSON object (an absent or empty body counts as `{}`).

@@ -1,7 +1,10 @@
 //! WebSocket route plumbing shared by the signaling functions: frames, delivery that cleans
 //! up after closed sockets, and a peer's departure from its room.
 
-use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest, ApiGatewayWebsocketProxyRequestContext};
+use aws_lambda_events::apigw::{
+    ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest,
+    ApiGatewayWebsocketProxyRequestContext,
+};
 use aws_lambda_events::encodings::Body;
 use serde_json::{Map, Value, json};
 
@@ -38,9 +41,12 @@ pub fn connection_id(event: &ApiGatewayWebsocketProxyRequest) -> Result<&str, Ap
 pub fn frame_data(event: &ApiGatewayWebsocketProxyRequest) -> Result<Map<String, Value>, ApiError> {
     let body = event.body.as_deref().unwrap_or_default();
     if body.len() > MAX_FRAME_BYTES {
-        return Err(ApiError::bad_request(format!("Frame exceeds {MAX_FRAME_BYTES} bytes")));
+        return Err(ApiError::bad_request(format!(
+            "Frame exceeds {MAX_FRAME_BYTES} bytes"
+        )));
     }
-    let frame: Value = serde_json::from_str(body).map_err(|_| ApiError::bad_request("Malformed JSON"))?;
+    let frame: Value =
+        serde_json::from_str(body).map_err(|_| ApiError::bad_request("Malformed JSON"))?;
     match frame.get("data") {
         Some(Value::Object(data)) => Ok(data.clone()),
         None | Some(Value::Null) => Ok(Map::new()),
@@ -48,7 +54,10 @@ pub fn frame_data(event: &ApiGatewayWebsocketProxyRequest) -> Result<Map<String,
     }
 }
 
-pub fn optional_str<'a>(data: &'a Map<String, Value>, field: &str) -> Result<Option<&'a str>, ApiError> {
+pub fn optional_str<'a>(
+    data: &'a Map<String, Value>,
+    field: &str,
+) -> Result<Option<&'a str>, ApiError> {
     match data.get(field) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s)),
@@ -97,12 +106,20 @@ pub async fn refuse(
 }
 
 /// Removes a connection's records without telling anyone (its socket is gone).
-async fn forget(deps: &Deps, connection_id: &str) -> Result<Option<(String, String, Role)>, StoreError> {
-    let Some(connection) = deps.store.close_connection(connection_id).await? else { return Ok(None) };
+async fn forget(
+    deps: &Deps,
+    connection_id: &str,
+) -> Result<Option<(String, String, Role)>, StoreError> {
+    let Some(connection) = deps.store.close_connection(connection_id).await? else {
+        return Ok(None);
+    };
     match connection.membership {
         Some((room_id, peer_id, role)) if role.is_serving() => {
             // Only the room's current serving peer leaving is news; a replaced one is not.
-            let was_serving = deps.store.detach_serving_peer(&room_id, connection_id).await?;
+            let was_serving = deps
+                .store
+                .detach_serving_peer(&room_id, connection_id)
+                .await?;
             Ok(was_serving.then_some((room_id, peer_id, role)))
         }
         membership => Ok(membership),
@@ -116,7 +133,9 @@ pub async fn depart(
     context: &ApiGatewayWebsocketProxyRequestContext,
     connection_id: &str,
 ) -> Result<(), StoreError> {
-    let Some((room_id, peer_id, role)) = forget(deps, connection_id).await? else { return Ok(()) };
+    let Some((room_id, peer_id, role)) = forget(deps, connection_id).await? else {
+        return Ok(());
+    };
     let notice = if role.is_serving() {
         json!({ "type": "sfuDisconnect", "sfuId": peer_id })
     } else {
@@ -127,12 +146,18 @@ pub async fn depart(
             continue;
         }
         // A member that is gone too is removed quietly; the others still hear of it.
-        match deps.sockets.post(Some(context), &member.connection_id, &notice).await {
+        match deps
+            .sockets
+            .post(Some(context), &member.connection_id, &notice)
+            .await
+        {
             Ok(Delivery::Delivered) => {}
             Ok(Delivery::Gone) => {
                 forget(deps, &member.connection_id).await?;
             }
-            Err(e) => tracing::warn!(error = %e, member = member.connection_id, "notice not delivered"),
+            Err(e) => {
+                tracing::warn!(error = %e, member = member.connection_id, "notice not delivered")
+            }
         }
     }
     Ok(())

@@ -44,7 +44,10 @@ impl Sockets {
         }
     }
 
-    fn client(&self, context: Option<&ApiGatewayWebsocketProxyRequestContext>) -> Result<Client, StoreError> {
+    fn client(
+        &self,
+        context: Option<&ApiGatewayWebsocketProxyRequestContext>,
+    ) -> Result<Client, StoreError> {
         let endpoint = if let Some(url) = &self.explicit {
             Some(url.clone())
         } else if self.sdk_env_endpoint {
@@ -52,10 +55,16 @@ impl Sockets {
         } else if let Some(url) = &self.configured {
             Some(url.clone())
         } else {
-            let context = context.ok_or_else(|| StoreError::Dynamo("no management endpoint for this request".into()))?;
+            let context = context.ok_or_else(|| {
+                StoreError::Dynamo("no management endpoint for this request".into())
+            })?;
             match (&context.domain_name, &context.stage) {
                 (Some(domain), Some(stage)) => Some(format!("https://{domain}/{stage}")),
-                _ => return Err(StoreError::Dynamo("WebSocket event has no domainName/stage".into())),
+                _ => {
+                    return Err(StoreError::Dynamo(
+                        "WebSocket event has no domainName/stage".into(),
+                    ));
+                }
             }
         };
         let key = endpoint.clone().unwrap_or_default();
@@ -87,12 +96,17 @@ impl Sockets {
         match result {
             Ok(_) => Ok(Delivery::Delivered),
             Err(e) => {
-                let gone = matches!(e.as_service_error(), Some(PostToConnectionError::GoneException(_)))
-                    || e.raw_response().is_some_and(|r| r.status().as_u16() == 410);
+                let gone = matches!(
+                    e.as_service_error(),
+                    Some(PostToConnectionError::GoneException(_))
+                ) || e.raw_response().is_some_and(|r| r.status().as_u16() == 410);
                 if gone {
                     Ok(Delivery::Gone)
                 } else {
-                    Err(StoreError::Dynamo(format!("post to {connection_id}: {}", error_chain(&e))))
+                    Err(StoreError::Dynamo(format!(
+                        "post to {connection_id}: {}",
+                        error_chain(&e)
+                    )))
                 }
             }
         }

@@ -11,7 +11,8 @@ use crate::config::Config;
 
 pub fn credential(secret: &str, username: &str) -> String {
     // HMAC accepts keys of any length, so this cannot fail.
-    let mut mac = Hmac::<Sha1>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key length");
+    let mut mac =
+        Hmac::<Sha1>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key length");
     mac.update(username.as_bytes());
     base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
 }
@@ -41,6 +42,9 @@ mod tests {
     #[test]
     fn credential_is_base64_hmac_sha1_of_the_username() {
         // Independently computed: printf '1700000000:alice' | openssl dgst -sha1 -hmac north -binary | base64
-        assert_eq!(credential("north", "1700000000:alice"), "Cd/49soE35ICqcJF/bCTn8Z4OyE=");
+        assert_eq!(
+            credential("north", "1700000000:alice"),
+            "Cd/49soE35ICqcJF/bCTn8Z4OyE="
+        );
     }
 }

@@ -12,10 +12,14 @@ pub fn url_path(raw: Option<&str>) -> Result<String, ApiError> {
         return Err(ApiError::bad_request("missing urlPath"));
     }
     if trimmed.chars().count() > MAX_URL_PATH {
-        return Err(ApiError::bad_request(format!("urlPath must be at most {MAX_URL_PATH} characters")));
+        return Err(ApiError::bad_request(format!(
+            "urlPath must be at most {MAX_URL_PATH} characters"
+        )));
     }
     if trimmed.chars().any(char::is_control) {
-        return Err(ApiError::bad_request("urlPath must contain only printable characters"));
+        return Err(ApiError::bad_request(
+            "urlPath must contain only printable characters",
+        ));
     }
     Ok(trimmed.to_string())
 }
@@ -26,10 +30,14 @@ pub fn identifier(field: &str, raw: &str) -> Result<String, ApiError> {
         return Err(ApiError::bad_request(format!("missing {field}")));
     }
     if raw.chars().count() > MAX_ID {
-        return Err(ApiError::bad_request(format!("{field} must be at most {MAX_ID} characters")));
+        return Err(ApiError::bad_request(format!(
+            "{field} must be at most {MAX_ID} characters"
+        )));
     }
     if raw.chars().any(|c| c.is_control() || c.is_whitespace()) {
-        return Err(ApiError::bad_request(format!("{field} must contain only printable, non-space characters")));
+        return Err(ApiError::bad_request(format!(
+            "{field} must contain only printable, non-space characters"
+        )));
     }
     Ok(raw.to_string())
 }

@@ -97,7 +97,9 @@ impl Store {
                     "SET roomId = :room, #region = :region, #status = :status, expiresAt = :exp, \
                      idleRegion = :region REMOVE reservedUntil",
                 )
-                .condition_expression("attribute_not_exists(reservedUntil) OR reservedUntil <= :now")
+                .condition_expression(
+                    "attribute_not_exists(reservedUntil) OR reservedUntil <= :now",
+                )
                 .expression_attribute_values(":now", n(now)),
             // Busy needs no guard: it takes the host out of matching whatever else holds.
             HostStatus::Busy => full.update_expression(
@@ -128,7 +130,12 @@ impl Store {
 
     /// Holds `room_id` for `host_id` until `expires_at`: refreshes the host's own room, or
     /// takes one that is free or expired. False when it is another's.
-    async fn hold_host_room(&self, host_id: &str, room_id: &str, expires_at: i64) -> Result<bool, StoreError> {
+    async fn hold_host_room(
+        &self,
+        host_id: &str,
+        room_id: &str,
+        expires_at: i64,
+    ) -> Result<bool, StoreError> {
         let refresh = self
             .client
             .update_item()
@@ -168,7 +175,11 @@ impl Store {
 
     /// A live host reports its status; ends any reservation. False when it is not registered
     /// (or its liveness has run out).
-    pub async fn set_host_status(&self, host_id: &str, status: HostStatus) -> Result<bool, StoreError> {
+    pub async fn set_host_status(
+        &self,
+        host_id: &str,
+        status: HostStatus,
+    ) -> Result<bool, StoreError> {
         let request = self
             .client
             .update_item()
@@ -180,9 +191,13 @@ impl Store {
             .expression_attribute_values(":now", n(self.clock.now()));
         let request = match status {
             HostStatus::Idle => request
-                .update_expression("SET #status = :status, idleRegion = #region REMOVE reservedUntil")
+                .update_expression(
+                    "SET #status = :status, idleRegion = #region REMOVE reservedUntil",
+                )
                 .expression_attribute_names("#region", "region"),
-            HostStatus::Busy => request.update_expression("SET #status = :status REMOVE idleRegion, reservedUntil"),
+            HostStatus::Busy => {
+                request.update_expression("SET #status = :status REMOVE idleRegion, reservedUntil")
+            }
         };
         let result = request.send().await;
         match result {
@@ -194,7 +209,11 @@ impl Store {
 
     /// Finds a live idle host in one of `regions` and reserves it for `lease_seconds`,
     /// atomically: no host is handed to two callers.
-    pub async fn reserve_idle_host(&self, regions: &[String], lease_seconds: i64) -> Result<MatchOutcome, StoreError> {
+    pub async fn reserve_idle_host(
+        &self,
+        regions: &[String],
+        lease_seconds: i64,
+    ) -> Result<MatchOutcome, StoreError> {
         let mut outcome = MatchOutcome::default();
         let mut regions = regions.to_vec();
         for _ in 0..MATCH_ROUNDS {
@@ -205,7 +224,10 @@ impl Store {
                 saw_candidates |= !candidates.is_empty();
                 candidates.shuffle(&mut rand::rng());
                 for host_id in candidates {
-                    if let Some(host) = self.try_reserve(&host_id, region, lease_seconds, &mut outcome).await? {
+                    if let Some(host) = self
+                        .try_reserve(&host_id, region, lease_seconds, &mut outcome)
+                        .await?
+                    {
                         outcome.host = Some(host);
                         return Ok(outcome);
                     }
@@ -218,7 +240,11 @@ impl Store {
         Ok(outcome)
     }
 
-    async fn idle_hosts(&self, region: &str, outcome: &mut MatchOutcome) -> Result<Vec<String>, StoreError> {
+    async fn idle_hosts(
+        &self,
+        region: &str,
+        outcome: &mut MatchOutcome,
+    ) -> Result<Vec<String>, StoreError> {
         let out = self
             .client
             .query()
@@ -233,8 +259,14 @@ impl Store {
             .await
             .map_err(dynamo_error)?;
         outcome.items_read += i64::from(out.scanned_count());
-        outcome.capacity_units += out.consumed_capacity().and_then(|c| c.capacity_units()).unwrap_or_default();
-        out.items().iter().map(|item| req_s(item, "hostId")).collect()
+        outcome.capacity_units += out
+            .consumed_capacity()
+            .and_then(|c| c.capacity_units())
+            .unwrap_or_default();
+        out.items()
+            .iter()
+            .map(|item| req_s(item, "hostId"))
+            .collect()
     }
 
     async fn try_reserve(
@@ -261,7 +293,10 @@ impl Store {
             .await;
         match result {
             Ok(out) => {
-                outcome.capacity_units += out.consumed_capacity().and_then(|c| c.capacity_units()).unwrap_or_default();
+                outcome.capacity_units += out
+                    .consumed_capacity()
+                    .and_then(|c| c.capacity_units())
+                    .unwrap_or_default();
                 let item: &Item = out
                     .attributes()
                     .ok_or_else(|| StoreError::Malformed(host_id.to_string(), "attributes"))?;

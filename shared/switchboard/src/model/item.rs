@@ -18,7 +18,9 @@ pub fn n(value: i64) -> AttributeValue {
 }
 
 pub fn get_s<'a>(item: &'a Item, name: &str) -> Option<&'a str> {
-    item.get(name).and_then(|v| v.as_s().ok()).map(String::as_str)
+    item.get(name)
+        .and_then(|v| v.as_s().ok())
+        .map(String::as_str)
 }
 
 pub fn req_s(item: &Item, name: &'static str) -> Result<String, StoreError> {

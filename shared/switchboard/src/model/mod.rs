@@ -39,7 +39,11 @@ pub struct Store {
 
 impl Store {
     pub fn new(client: Client, tables: Tables, clock: Clock) -> Self {
-        Self { client, tables, clock }
+        Self {
+            client,
+            tables,
+            clock,
+        }
     }
 
     pub fn clock(&self) -> &Clock {

@@ -10,7 +10,9 @@ use aws_sdk_dynamodb::types::{Put, ReturnValue, TransactWriteItem, Update};
 use rand::seq::SliceRandom;
 use subtle::ConstantTimeEq;
 
-use super::item::{Item, cancelled_conditions, condition_failed, get_n, get_s, is_live, n, req_s, s};
+use super::item::{
+    Item, cancelled_conditions, condition_failed, get_n, get_s, is_live, n, req_s, s,
+};
 use super::{CONNECTION_TTL_SECONDS, EXPIRES_AT, STARTING_ROOM_TTL_SECONDS, Store};
 use crate::error::{StoreError, dynamo_error};
 
@@ -131,7 +133,10 @@ impl Store {
             .item("kind", s("sfu"))
             .item("state", s("starting"))
             .item("token", s(token))
-            .item(EXPIRES_AT, n(self.clock.expiry_in(STARTING_ROOM_TTL_SECONDS)))
+            .item(
+                EXPIRES_AT,
+                n(self.clock.expiry_in(STARTING_ROOM_TTL_SECONDS)),
+            )
             .condition_expression("attribute_not_exists(roomId)")
             .send()
             .await
@@ -174,7 +179,9 @@ impl Store {
             .send()
             .await
             .map_err(dynamo_error)?;
-        let Some(item) = out.item() else { return Ok(PathState::Free) };
+        let Some(item) = out.item() else {
+            return Ok(PathState::Free);
+        };
         if !is_live(item, self.clock.now()) {
             return Ok(PathState::Free);
         }
@@ -233,10 +240,18 @@ impl Store {
             .send()
             .await
             .map_err(dynamo_error)?;
-        out.items().iter().map(|item| req_s(item, "roomId")).collect()
+        out.items()
+            .iter()
+            .map(|item| req_s(item, "roomId"))
+            .collect()
     }
 
-    async fn try_claim(&self, url_path: &str, room_id: &str, dead: Option<&str>) -> Result<ClaimAttempt, StoreError> {
+    async fn try_claim(
+        &self,
+        url_path: &str,
+        room_id: &str,
+        dead: Option<&str>,
+    ) -> Result<ClaimAttempt, StoreError> {
         let now = self.clock.now();
         let mut path_condition = "attribute_not_exists(urlPath) OR expiresAt <= :now".to_string();
         let mut put = Put::builder()
@@ -257,7 +272,9 @@ impl Store {
             .table_name(&self.tables.rooms)
             .key("roomId", s(room_id))
             .update_expression("SET #state = :claimed, urlPath = :path REMOVE #pool, warmSince")
-            .condition_expression("#pool = :warm AND expiresAt > :now AND attribute_not_exists(urlPath)")
+            .condition_expression(
+                "#pool = :warm AND expiresAt > :now AND attribute_not_exists(urlPath)",
+            )
             .expression_attribute_names("#state", "state")
             .expression_attribute_names("#pool", "pool")
             .expression_attribute_values(":claimed", s("claimed"))
@@ -298,7 +315,9 @@ impl Store {
         connection_id: &str,
     ) -> Result<Option<Room>, StoreError> {
         for _ in 0..3 {
-            let Some(room) = self.room(room_id).await? else { return Ok(None) };
+            let Some(room) = self.room(room_id).await? else {
+                return Ok(None);
+            };
             if !room.token_matches(token) {
                 return Ok(None);
             }
@@ -346,7 +365,12 @@ impl Store {
         Ok(None)
     }
 
-    async fn refresh_path(&self, url_path: &str, room_id: &str, expires_at: i64) -> Result<(), StoreError> {
+    async fn refresh_path(
+        &self,
+        url_path: &str,
+        room_id: &str,
+        expires_at: i64,
+    ) -> Result<(), StoreError> {
         let result = self
             .client
             .update_item()
@@ -372,7 +396,9 @@ impl Store {
         peer_id: &str,
         connection_id: &str,
     ) -> Result<bool, StoreError> {
-        let Some(owner) = room.owner_host() else { return Ok(false) };
+        let Some(owner) = room.owner_host() else {
+            return Ok(false);
+        };
         let result = self
             .client
             .update_item()
@@ -397,8 +423,14 @@ impl Store {
     /// matchable. An SFU room is deleted with its path; a host room loses its host's
     /// registration until the host's next heartbeat. Returns whether this connection was the
     /// room's serving peer.
-    pub async fn detach_serving_peer(&self, room_id: &str, connection_id: &str) -> Result<bool, StoreError> {
-        let Some(room) = self.room(room_id).await? else { return Ok(false) };
+    pub async fn detach_serving_peer(
+        &self,
+        room_id: &str,
+        connection_id: &str,
+    ) -> Result<bool, StoreError> {
+        let Some(room) = self.room(room_id).await? else {
+            return Ok(false);
+        };
         if room.serving_connection.as_deref() != Some(connection_id) {
             return Ok(false);
         }

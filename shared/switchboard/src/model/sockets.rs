@@ -48,8 +48,14 @@ pub struct Connection {
 
 impl Connection {
     fn from_item(item: &Item) -> Result<Self, StoreError> {
-        let membership = match (get_s(item, "roomId"), get_s(item, "peerId"), Role::parse(get_s(item, "role"))) {
-            (Some(room), Some(peer), Some(role)) => Some((room.to_string(), peer.to_string(), role)),
+        let membership = match (
+            get_s(item, "roomId"),
+            get_s(item, "peerId"),
+            Role::parse(get_s(item, "role")),
+        ) {
+            (Some(room), Some(peer), Some(role)) => {
+                Some((room.to_string(), peer.to_string(), role))
+            }
             _ => None,
         };
         Ok(Self {
@@ -152,7 +158,9 @@ impl Store {
             .item(EXPIRES_AT, n(expires_at));
         if !takeover {
             put = put
-                .condition_expression("attribute_not_exists(peerId) OR connectionId = :conn OR expiresAt <= :now")
+                .condition_expression(
+                    "attribute_not_exists(peerId) OR connectionId = :conn OR expiresAt <= :now",
+                )
                 .expression_attribute_values(":conn", s(connection_id))
                 .expression_attribute_values(":now", n(now));
         }
@@ -176,7 +184,11 @@ impl Store {
                         None => true,
                         Some((room, peer, _)) => room == room_id && peer == peer_id,
                     });
-                    Ok(if consistent { JoinOutcome::PeerIdTaken } else { JoinOutcome::AlreadyIdentified })
+                    Ok(if consistent {
+                        JoinOutcome::PeerIdTaken
+                    } else {
+                        JoinOutcome::AlreadyIdentified
+                    })
                 }
                 None => Err(dynamo_error(e)),
             },
@@ -233,7 +245,10 @@ impl Store {
 
     /// Deletes a connection and its membership; returns what it was, if it existed, with its
     /// membership only when that membership was still its own.
-    pub async fn close_connection(&self, connection_id: &str) -> Result<Option<Connection>, StoreError> {
+    pub async fn close_connection(
+        &self,
+        connection_id: &str,
+    ) -> Result<Option<Connection>, StoreError> {
         let out = self
             .client
             .delete_item()
@@ -243,7 +258,9 @@ impl Store {
             .send()
             .await
             .map_err(dynamo_error)?;
-        let Some(item) = out.attributes() else { return Ok(None) };
+        let Some(item) = out.attributes() else {
+            return Ok(None);
+        };
         let mut connection = Connection::from_item(item)?;
         if let Some((room_id, peer_id, _)) = &connection.membership {
             let result = self
