@@ -229,3 +229,94 @@ impl TestStack {
             .unwrap_or_else(|| panic!("no task for room {room_id} with {name}"))
     }
 }
+
+/// A WebSocket client of the local stack, as a browser, SFU or host would be.
+pub struct Peer {
+    pub name: String,
+    socket: tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+}
+
+pub const FRAME_WAIT: Duration = Duration::from_secs(10);
+
+impl Peer {
+    pub async fn connect(url: &str, name: &str) -> Self {
+        let (socket, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("WebSocket connects");
+        Self {
+            name: name.to_string(),
+            socket,
+        }
+    }
+
+    pub async fn send_raw(&mut self, text: String) {
+        use futures_util::SinkExt;
+        self.socket
+            .send(tokio_tungstenite::tungstenite::Message::Text(text.into()))
+            .await
+            .expect("send");
+    }
+
+    pub async fn send(&mut self, action: &str, data: Value) {
+        self.send_raw(serde_json::json!({ "action": action, "data": data }).to_string())
+            .await;
+    }
+
+    /// The next JSON frame; panics naming the peer and what it waited for.
+    pub async fn recv(&mut self, waiting_for: &str) -> Value {
+        use futures_util::StreamExt;
+        let deadline = tokio::time::Instant::now() + FRAME_WAIT;
+        loop {
+            let next = tokio::time::timeout_at(deadline, self.socket.next()).await;
+            match next {
+                Err(_) => panic!(
+                    "{}: no frame within {FRAME_WAIT:?} while waiting for {waiting_for}",
+                    self.name
+                ),
+                Ok(None) => panic!(
+                    "{}: socket closed while waiting for {waiting_for}",
+                    self.name
+                ),
+                Ok(Some(Err(e))) => panic!(
+                    "{}: socket error while waiting for {waiting_for}: {e}",
+                    self.name
+                ),
+                Ok(Some(Ok(tokio_tungstenite::tungstenite::Message::Text(text)))) => {
+                    return serde_json::from_str(&text).expect("frames are JSON");
+                }
+                Ok(Some(Ok(_))) => continue,
+            }
+        }
+    }
+
+    /// Asserts that nothing arrives for `quiet`.
+    pub async fn expect_silence(&mut self, quiet: Duration) {
+        use futures_util::StreamExt;
+        if let Ok(Some(Ok(tokio_tungstenite::tungstenite::Message::Text(text)))) =
+            tokio::time::timeout(quiet, self.socket.next()).await
+        {
+            panic!(
+                "{} received a frame meant for someone else: {text}",
+                self.name
+            );
+        }
+    }
+
+    pub async fn identify(&mut self, data: Value) -> Value {
+        self.send("identify", data).await;
+        self.recv("identify's answer").await
+    }
+
+    pub async fn close(mut self) {
+        use futures_util::SinkExt;
+        let _ = self.socket.close(None).await;
+        let _ = self.socket.flush().await;
+    }
+
+    /// Drops the TCP connection without a close frame, as a crashed client would.
+    pub fn kill(self) {
+        drop(self);
+    }
+}

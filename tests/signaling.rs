@@ -1,0 +1,565 @@
+//! The WebSocket API over real sockets: the local stack's gateway, the production handlers,
+//! the `@connections` endpoint and DynamoDB Local.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use switchboard_tests::*;
+
+const QUIET: Duration = Duration::from_millis(400);
+
+/// createRoom, then the SFU the task would run: connects and identifies with its token.
+async fn launch_sfu(t: &TestStack) -> (String, Peer) {
+    let (status, body) = t.call("PUT", "/createRoom", None, Some(OPERATOR_KEY)).await;
+    assert_eq!(status, 200, "createRoom: {body}");
+    let room = body["roomId"].as_str().unwrap().to_string();
+    let token = t.task_env(&room, "SFU_TOKEN");
+    let mut sfu = Peer::connect(&t.task_env(&room, "SIGNAL_SERVER_URL"), "sfu").await;
+    // The Arbiter SFU identifies with its room id as `id`, plus our token.
+    let ack = sfu
+        .identify(json!({ "id": room, "type": "sfu", "token": token }))
+        .await;
+    assert_eq!(
+        ack,
+        json!({ "type": "identified", "id": room, "roomId": room })
+    );
+    (room, sfu)
+}
+
+async fn join(t: &TestStack, room: &str, id: &str) -> Peer {
+    let mut peer = Peer::connect(&t.stack.ws_url, id).await;
+    let ack = peer
+        .identify(json!({ "id": id, "roomId": room, "type": "client" }))
+        .await;
+    assert_eq!(
+        ack,
+        json!({ "type": "identified", "id": id, "roomId": room }),
+        "{id} joins {room}"
+    );
+    peer
+}
+
+fn offer(sdp: &str) -> Value {
+    json!({ "type": "offer", "sdp": sdp })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sfu_room_flow_end_to_end() {
+    let t = TestStack::start().await;
+    let (room, mut sfu) = launch_sfu(&t).await;
+    let (status, claimed) = t
+        .call(
+            "PATCH",
+            "/claimRoom",
+            Some(r#"{"urlPath":"/weekly"}"#),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, claimed["id"].as_str()),
+        (200, Some(room.as_str())),
+        "the identified SFU made its room claimable"
+    );
+
+    let mut alice = join(&t, &room, "alice").await;
+    let mut bob = join(&t, &room, "bob").await;
+
+    // Arbiter's producer offer: `sender` spoofed, `roomId` along; no receiver -> the SFU.
+    alice
+        .send("handshake", json!({ "type": "producer", "sender": "mallory", "description": offer("v=0 alice"), "roomId": room }))
+        .await;
+    let got = sfu.recv("alice's producer offer").await;
+    assert_eq!(
+        got,
+        json!({ "type": "producer", "sender": "alice", "description": offer("v=0 alice"), "roomId": room })
+    );
+
+    // The SFU answers the right client only.
+    let answer = json!({ "type": "answer", "sdp": "v=0 sfu" });
+    sfu.send(
+        "handshake",
+        json!({ "type": "producer", "receiver": "alice", "description": answer, "sender": room }),
+    )
+    .await;
+    let got = alice.recv("the SFU's answer").await;
+    assert_eq!(got["description"], answer);
+    assert_eq!(got["sender"], room.as_str());
+    bob.expect_silence(QUIET).await;
+
+    // ICE both ways.
+    let candidate =
+        json!({ "candidate": "candidate:1 1 udp 1 127.0.0.1 5000 typ host", "sdpMid": "0" });
+    alice
+        .send(
+            "handshake",
+            json!({ "type": "producer", "candidate": candidate, "roomId": room }),
+        )
+        .await;
+    assert_eq!(sfu.recv("alice's candidate").await["candidate"], candidate);
+    sfu.send(
+        "handshake",
+        json!({ "type": "producer", "receiver": "alice", "candidate": candidate }),
+    )
+    .await;
+    assert_eq!(
+        alice.recv("the SFU's candidate").await["candidate"],
+        candidate
+    );
+
+    // Consumer offer for bob's media, to alice, with remotePeerId.
+    sfu.send("handshake", json!({ "type": "consumer", "receiver": "alice", "remotePeerId": "bob", "description": offer("v=0 consume bob") }))
+        .await;
+    let got = alice.recv("the consumer offer").await;
+    assert_eq!(
+        (got["type"].as_str(), got["remotePeerId"].as_str()),
+        (Some("consumer"), Some("bob"))
+    );
+    alice
+        .send(
+            "handshake",
+            json!({ "type": "consumer", "remotePeerId": "bob", "description": answer }),
+        )
+        .await;
+    let got = sfu.recv("alice's consumer answer").await;
+    assert_eq!(
+        (got["sender"].as_str(), got["remotePeerId"].as_str()),
+        (Some("alice"), Some("bob"))
+    );
+    bob.expect_silence(QUIET).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn host_room_flow_end_to_end() {
+    let t = TestStack::start().await;
+    assert_eq!(
+        t.heartbeat("secret-host-id", "game-7", "local", "idle")
+            .await
+            .0,
+        200
+    );
+    let mut host = Peer::connect(&t.stack.ws_url, "host").await;
+    let ack = host
+        .identify(
+            json!({ "id": "host", "type": "host", "roomId": "game-7", "hostId": "secret-host-id" }),
+        )
+        .await;
+    assert_eq!(
+        ack,
+        json!({ "type": "identified", "id": "host", "roomId": "game-7" })
+    );
+
+    let (status, matched) = t.find_match(Some("local")).await;
+    assert_eq!(status, 200, "{matched}");
+    let mut viewer = Peer::connect(matched["signalingUrl"].as_str().unwrap(), "viewer").await;
+    viewer
+        .identify(json!({ "id": "viewer-1", "type": "client", "roomId": matched["roomId"] }))
+        .await;
+    viewer
+        .send(
+            "handshake",
+            json!({ "type": "producer", "description": offer("v=0 viewer") }),
+        )
+        .await;
+    let got = host.recv("the viewer's offer").await;
+    assert_eq!(
+        (got["sender"].as_str(), got["description"]["sdp"].as_str()),
+        (Some("viewer-1"), Some("v=0 viewer"))
+    );
+    host.send("handshake", json!({ "type": "producer", "receiver": "viewer-1", "description": {"type": "answer", "sdp": "v=0 host"} }))
+        .await;
+    let got = viewer.recv("the host's answer").await;
+    assert_eq!(
+        (got["sender"].as_str(), got["description"]["type"].as_str()),
+        (Some("host"), Some("answer"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn identify_needs_the_right_proof() {
+    let t = TestStack::start().await;
+    let (room, _sfu) = launch_sfu(&t).await;
+    t.heartbeat("the-real-host", "host-room", "local", "idle")
+        .await;
+    let error = |status: u16, message: &str| json!({ "type": "error", "action": "identify", "status": status, "message": message });
+
+    let cases = [
+        (
+            json!({ "id": "x", "roomId": room }),
+            error(400, "Missing valid type property"),
+        ),
+        (
+            json!({ "id": "x", "roomId": room, "type": "admin" }),
+            error(400, "Missing valid type property"),
+        ),
+        (
+            json!({ "id": room, "type": "sfu" }),
+            error(401, "Unauthorized"),
+        ),
+        (
+            json!({ "id": room, "type": "sfu", "token": "guess" }),
+            error(401, "Unauthorized"),
+        ),
+        (
+            json!({ "id": "h", "type": "host", "roomId": "host-room" }),
+            error(401, "Unauthorized"),
+        ),
+        (
+            json!({ "id": "h", "type": "host", "roomId": "host-room", "hostId": "not-it" }),
+            error(401, "Unauthorized"),
+        ),
+        (
+            json!({ "id": "h", "type": "host", "roomId": room, "hostId": "the-real-host" }),
+            error(401, "Unauthorized"),
+        ),
+        (
+            json!({ "id": "x", "type": "client", "roomId": "no-such-room" }),
+            error(404, "Room not found"),
+        ),
+        (
+            json!({ "type": "client", "roomId": room }),
+            error(400, "missing id"),
+        ),
+        (
+            json!({ "id": "x", "type": "client" }),
+            error(400, "missing roomId"),
+        ),
+    ];
+    for (data, expected) in cases {
+        let mut peer = Peer::connect(&t.stack.ws_url, "impostor").await;
+        assert_eq!(
+            peer.identify(data.clone()).await,
+            expected,
+            "identify {data}"
+        );
+        // Refused means not identified: it cannot send handshakes.
+        peer.send(
+            "handshake",
+            json!({ "type": "producer", "description": offer("x") }),
+        )
+        .await;
+        assert_eq!(
+            peer.recv("the refusal").await["message"],
+            "WebSocket Connection Not Found"
+        );
+    }
+
+    // A client's id is its own in a room; the SFU's is taken over only with the token.
+    let _alice = join(&t, &room, "alice").await;
+    let mut twin = Peer::connect(&t.stack.ws_url, "twin").await;
+    assert_eq!(
+        twin.identify(json!({ "id": "alice", "type": "client", "roomId": room }))
+            .await,
+        error(409, "id is already in use in this room")
+    );
+    let mut again = join(&t, &room, "carol").await;
+    assert_eq!(
+        again
+            .identify(json!({ "id": "dave", "type": "client", "roomId": room }))
+            .await,
+        error(409, "Connection is already identified")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_in_room_a_never_reaches_room_b() {
+    let t = TestStack::start().await;
+    let (room_a, mut sfu_a) = launch_sfu(&t).await;
+    let (room_b, mut sfu_b) = launch_sfu(&t).await;
+    let mut alice = join(&t, &room_a, "alice").await;
+    let mut bob = join(&t, &room_b, "bob").await;
+
+    // Addressed to a peer of B, or to B's SFU by id: not found in A.
+    for receiver in ["bob", room_b.as_str()] {
+        alice
+            .send(
+                "handshake",
+                json!({ "type": "producer", "receiver": receiver, "description": offer("x") }),
+            )
+            .await;
+        let refusal = alice.recv("the refusal").await;
+        assert_eq!(
+            refusal,
+            json!({ "type": "error", "action": "handshake", "status": 404, "message": "Receiver not found" })
+        );
+    }
+    // A roomId in the frame is not trusted for routing: it goes to A's SFU.
+    alice
+        .send(
+            "handshake",
+            json!({ "type": "producer", "roomId": room_b, "description": offer("sneaky") }),
+        )
+        .await;
+    assert_eq!(sfu_a.recv("alice's offer").await["sender"], "alice");
+    sfu_b.expect_silence(QUIET).await;
+    bob.expect_silence(QUIET).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_refusal_is_an_error_frame() {
+    let t = TestStack::start().await;
+    let (room, _sfu) = launch_sfu(&t).await;
+    let mut peer = Peer::connect(&t.stack.ws_url, "peer").await;
+
+    peer.send(
+        "handshake",
+        json!({ "type": "producer", "description": offer("x") }),
+    )
+    .await;
+    assert_eq!(
+        peer.recv("unidentified").await,
+        json!({ "type": "error", "action": "handshake", "status": 400, "message": "WebSocket Connection Not Found" })
+    );
+    peer.send_raw("{not json".into()).await;
+    let frame = peer.recv("malformed JSON").await;
+    assert_eq!(
+        (
+            frame["type"].as_str(),
+            frame["status"].as_u64(),
+            frame["message"].as_str()
+        ),
+        (Some("error"), Some(400), Some("Malformed JSON"))
+    );
+    peer.send_raw(json!({ "action": "teleport" }).to_string())
+        .await;
+    assert_eq!(
+        peer.recv("unknown action").await["message"],
+        "Unknown action: teleport"
+    );
+    peer.send_raw(json!({ "data": {} }).to_string()).await;
+    assert_eq!(peer.recv("no action").await["message"], "Missing action");
+    peer.send_raw(json!({ "action": "ping" }).to_string()).await;
+    assert_eq!(peer.recv("pong").await, json!({ "type": "pong" }));
+
+    peer.identify(json!({ "id": "p", "type": "client", "roomId": room }))
+        .await;
+    peer.send("handshake", json!({ "description": offer("x") }))
+        .await;
+    assert_eq!(
+        peer.recv("missing type").await["message"],
+        "Missing valid type property"
+    );
+    peer.send(
+        "handshake",
+        json!({ "type": "producer", "receiver": "nobody", "description": offer("x") }),
+    )
+    .await;
+    assert_eq!(peer.recv("unknown receiver").await["status"], 404);
+    let huge = json!({ "action": "handshake", "data": { "type": "producer", "description": offer(&"a".repeat(140 * 1024)) } });
+    peer.send_raw(huge.to_string()).await;
+    let frame = peer.recv("oversized frame").await;
+    assert_eq!(
+        (frame["action"].as_str(), frame["status"].as_u64()),
+        (Some("handshake"), Some(400))
+    );
+    assert!(
+        frame["message"].as_str().unwrap().contains("exceeds"),
+        "{frame}"
+    );
+    peer.send("handshake", json!("not an object")).await;
+    assert_eq!(
+        peer.recv("data not an object").await["message"],
+        "data must be an object"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_handshake_right_after_identify_is_routed() {
+    let t = TestStack::start().await;
+    let (room, mut sfu) = launch_sfu(&t).await;
+    let mut peers = Vec::new();
+    for i in 0..10 {
+        let mut peer = Peer::connect(&t.stack.ws_url, "eager").await;
+        let id = format!("eager-{i}");
+        // No waiting for the acknowledgement: identify and offer back to back.
+        peer.send(
+            "identify",
+            json!({ "id": id, "type": "client", "roomId": room }),
+        )
+        .await;
+        peer.send(
+            "handshake",
+            json!({ "type": "producer", "description": offer("now") }),
+        )
+        .await;
+        assert_eq!(peer.recv("ack").await["type"], "identified");
+        assert_eq!(sfu.recv("the eager offer").await["sender"], id.as_str());
+        peers.push(peer);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn leaving_notifies_exactly_the_room() {
+    let t = TestStack::start().await;
+    let (room, mut sfu) = launch_sfu(&t).await;
+    assert_eq!(
+        t.call("PATCH", "/claimRoom", Some(r#"{"urlPath":"team"}"#), None)
+            .await
+            .1["roomId"],
+        room.as_str()
+    );
+    let (other_room, mut other_sfu) = launch_sfu(&t).await;
+    let alice = join(&t, &room, "alice").await;
+    let mut bob = join(&t, &room, "bob").await;
+    let mut carol = join(&t, &room, "carol").await;
+    let mut outsider = join(&t, &other_room, "outsider").await;
+
+    alice.close().await;
+    let expected = json!({ "type": "clientDisconnect", "clientId": "alice" });
+    assert_eq!(sfu.recv("alice leaving").await, expected);
+    assert_eq!(bob.recv("alice leaving").await, expected);
+    assert_eq!(carol.recv("alice leaving").await, expected);
+
+    // An explicit leave keeps the socket but ends the membership.
+    bob.send("disconnect", json!({})).await;
+    assert_eq!(
+        sfu.recv("bob leaving").await,
+        json!({ "type": "clientDisconnect", "clientId": "bob" })
+    );
+    assert_eq!(carol.recv("bob leaving").await["clientId"], "bob");
+    bob.send(
+        "handshake",
+        json!({ "type": "producer", "description": offer("x") }),
+    )
+    .await;
+    assert_eq!(
+        bob.recv("after leaving").await["message"],
+        "WebSocket Connection Not Found"
+    );
+
+    // The SFU leaves: its clients hear it, and the room is gone.
+    sfu.close().await;
+    assert_eq!(
+        carol.recv("the SFU leaving").await,
+        json!({ "type": "sfuDisconnect", "sfuId": room })
+    );
+    assert_eq!(
+        t.call("GET", "/getRoomId?urlPath=team", None, None).await.0,
+        404,
+        "the room stops existing"
+    );
+    assert_eq!(
+        t.call("PATCH", "/claimRoom", Some(r#"{"urlPath":"team"}"#), None)
+            .await
+            .1["roomId"],
+        other_room.as_str(),
+        "a new claim gets the other warm room, never the departed one"
+    );
+    outsider.expect_silence(QUIET).await;
+    other_sfu.expect_silence(QUIET).await;
+    bob.expect_silence(QUIET).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_socket_is_cleaned_up_on_the_next_post() {
+    let mut options = options();
+    // As when API Gateway's best-effort $disconnect never arrives.
+    options.deliver_disconnect = false;
+    let t = TestStack::start_with(options).await;
+    let (room, mut sfu) = launch_sfu(&t).await;
+    let alice = join(&t, &room, "alice").await;
+    alice.kill();
+    // Wait until the gateway has seen the socket go (the SFU's socket stays).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while t.stack.open_sockets() > 1 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the gateway noticed the dead socket"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        t.store().member(&room, "alice").await.unwrap().is_some(),
+        "no $disconnect: the records are stale"
+    );
+
+    sfu.send(
+        "handshake",
+        json!({ "type": "producer", "receiver": "alice", "description": offer("late") }),
+    )
+    .await;
+    assert_eq!(sfu.recv("the gone receiver").await["status"], 404);
+    assert!(
+        t.store().member(&room, "alice").await.unwrap().is_none(),
+        "the 410 removed the target's records"
+    );
+    // The sender is unharmed.
+    sfu.send_raw(json!({ "action": "ping" }).to_string()).await;
+    assert_eq!(sfu.recv("pong").await["type"], "pong");
+    assert!(
+        t.store().member(&room, &room).await.unwrap().is_some(),
+        "the SFU's own records stay"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_hundred_clients_across_twenty_rooms() {
+    const ROOMS: usize = 20;
+    const CLIENTS: usize = 10;
+    let t = TestStack::start().await;
+    let mut rooms = Vec::new();
+    for _ in 0..ROOMS {
+        rooms.push(launch_sfu(&t).await);
+    }
+    let t = &t;
+    let room_ids: Vec<String> = rooms.iter().map(|(r, _)| r.clone()).collect();
+
+    // Every client joins and offers at once.
+    let clients =
+        futures_util::future::join_all(room_ids.iter().enumerate().flat_map(|(r, room)| {
+            (0..CLIENTS).map(move |c| async move {
+                let id = format!("c{r}-{c}");
+                let mut peer = join(t, room, &id).await;
+                peer.send(
+                    "handshake",
+                    json!({ "type": "producer", "description": offer(&format!("offer {id}")) }),
+                )
+                .await;
+                (room.clone(), id, peer)
+            })
+        }))
+        .await;
+
+    // Each SFU gets exactly its own clients' offers, and answers each.
+    let sfus = futures_util::future::join_all(rooms.into_iter().enumerate().map(|(r, (room, mut sfu))| async move {
+        let mut senders = BTreeSet::new();
+        for _ in 0..CLIENTS {
+            let got = sfu.recv("a client's offer").await;
+            let sender = got["sender"].as_str().unwrap().to_string();
+            assert_eq!(got["description"]["sdp"], format!("offer {sender}"), "offer intact");
+            assert!(sender.starts_with(&format!("c{r}-")), "{sender}'s offer reached room {r}'s SFU");
+            senders.insert(sender);
+        }
+        assert_eq!(senders.len(), CLIENTS, "room {room}: every offer once");
+        for sender in &senders {
+            sfu.send("handshake", json!({ "type": "producer", "receiver": sender, "description": {"type": "answer", "sdp": format!("answer {sender}")} }))
+                .await;
+        }
+        sfu.expect_silence(QUIET).await;
+        sfu
+    }))
+    .await;
+
+    let answered = futures_util::future::join_all(clients.into_iter().map(
+        |(room, id, mut peer)| async move {
+            let got = peer.recv("its answer").await;
+            assert_eq!(
+                got["description"]["sdp"],
+                format!("answer {id}"),
+                "{id} got its own answer"
+            );
+            assert_eq!(got["sender"], room.as_str());
+            (id, peer)
+        },
+    ))
+    .await;
+    let per_room: BTreeMap<String, usize> =
+        answered.iter().fold(BTreeMap::new(), |mut m, (id, _)| {
+            *m.entry(id.split('-').next().unwrap().to_string())
+                .or_default() += 1;
+            m
+        });
+    assert_eq!(answered.len(), ROOMS * CLIENTS, "none lost");
+    assert!(per_room.values().all(|n| *n == CLIENTS), "{per_room:?}");
+    drop(sfus);
+}
