@@ -164,3 +164,84 @@ pub fn split_list(value: &str) -> Vec<String> {
         .map(String::from)
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(extra: &[(&str, &str)]) -> HashMap<String, String> {
+        let mut vars: HashMap<String, String> = Tables::VARIABLES
+            .iter()
+            .map(|(logical, variable)| (variable.to_string(), logical.to_string()))
+            .collect();
+        vars.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        vars
+    }
+
+    #[test]
+    fn defaults_follow_the_spec() {
+        let config = Config::from_vars(&vars(&[])).unwrap();
+        assert_eq!(
+            config.regions,
+            ["us-east-1", "us-west-1", "eu-central", "local"]
+        );
+        assert_eq!(
+            (
+                config.host_ttl_seconds,
+                config.match_lease_seconds,
+                config.turn_ttl_seconds
+            ),
+            (30, 20, 86_400)
+        );
+        assert_eq!(config.allowed_origins, ["*"]);
+        assert!(
+            config.operator_keys.is_empty() && config.host_keys.is_empty() && config.ecs.is_none()
+        );
+    }
+
+    #[test]
+    fn lists_and_numbers_are_parsed_and_checked() {
+        let config = Config::from_vars(&vars(&[
+            ("SWITCHBOARD_HOST_KEYS", " a, b ,,"),
+            ("SWITCHBOARD_MATCH_LEASE_SECONDS", "5"),
+            ("SWITCHBOARD_ECS_CLUSTER", "c"),
+            ("SWITCHBOARD_ECS_TASK_DEFINITION", "td"),
+            ("SWITCHBOARD_ECS_SUBNETS", "s1,s2"),
+            ("SWITCHBOARD_ECS_ASSIGN_PUBLIC_IP", "DISABLED"),
+        ]))
+        .unwrap();
+        assert_eq!(config.host_keys, ["a", "b"]);
+        assert_eq!(config.match_lease_seconds, 5);
+        let ecs = config.ecs.unwrap();
+        assert_eq!(
+            (
+                ecs.subnets.len(),
+                ecs.assign_public_ip,
+                ecs.container.as_str()
+            ),
+            (2, false, "sfu")
+        );
+
+        let error =
+            Config::from_vars(&vars(&[("SWITCHBOARD_HOST_TTL_SECONDS", "soon")])).unwrap_err();
+        assert!(
+            error.to_string().contains("SWITCHBOARD_HOST_TTL_SECONDS"),
+            "{error}"
+        );
+        let mut missing = vars(&[]);
+        missing.remove("SWITCHBOARD_HOSTS_TABLE");
+        assert!(
+            Config::from_vars(&missing)
+                .unwrap_err()
+                .to_string()
+                .contains("SWITCHBOARD_HOSTS_TABLE")
+        );
+        let error = Config::from_vars(&vars(&[("SWITCHBOARD_ECS_CLUSTER", "c")])).unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("SWITCHBOARD_ECS_TASK_DEFINITION"),
+            "{error}"
+        );
+    }
+}

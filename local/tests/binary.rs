@@ -1,0 +1,336 @@
+//! The `switchboard-local` program as a user runs it: flags, generated secrets, the ready
+//! line, the routes template.yaml declares (and only those), tasks run with their container
+//! environment, and everything stopped on SIGTERM.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use switchboard_local::{HttpRoute, Template, WsRoute, workspace_root};
+use tokio_tungstenite::tungstenite::Message;
+
+fn template() -> Template {
+    Template::load(&workspace_root().join("template.yaml")).expect("template.yaml parses")
+}
+
+#[test]
+fn template_declares_the_routes_and_tables_of_the_spec() {
+    let http: Vec<(String, String, String)> = template()
+        .http_routes()
+        .unwrap()
+        .into_iter()
+        .map(
+            |HttpRoute {
+                 method,
+                 path,
+                 function,
+             }| (method, path, function),
+        )
+        .collect();
+    let mut expected: Vec<(String, String, String)> = [
+        ("GET", "/getRoomId", "get-room-id"),
+        ("PATCH", "/claimRoom", "claim-room"),
+        ("PUT", "/createRoom", "create-room"),
+        ("POST", "/createRoom", "create-room"),
+        ("POST", "/api/host/heartbeat", "heartbeat"),
+        ("POST", "/api/host/status", "status"),
+        ("POST", "/api/find-match", "find-match"),
+    ]
+    .iter()
+    .map(|(m, p, f)| (m.to_string(), p.to_string(), f.to_string()))
+    .collect();
+    expected.sort();
+    assert_eq!(http, expected);
+
+    let ws: Vec<(String, String)> = template()
+        .ws_routes()
+        .unwrap()
+        .into_iter()
+        .map(
+            |WsRoute {
+                 route_key,
+                 function,
+             }| (route_key, function),
+        )
+        .collect();
+    let mut expected: Vec<(String, String)> = [
+        ("$connect", "connect"),
+        ("$disconnect", "disconnect"),
+        ("$default", "default"),
+        ("identify", "identify"),
+        ("handshake", "handshake"),
+        ("disconnect", "disconnect"),
+    ]
+    .iter()
+    .map(|(k, f)| (k.to_string(), f.to_string()))
+    .collect();
+    expected.sort();
+    assert_eq!(ws, expected);
+
+    let mut tables = template().table_ids();
+    tables.sort();
+    let mut configured: Vec<String> = switchboard::config::Tables::VARIABLES
+        .iter()
+        .map(|(id, _)| id.to_string())
+        .collect();
+    configured.sort();
+    assert_eq!(
+        tables, configured,
+        "one SWITCHBOARD_*_TABLE variable per table in template.yaml"
+    );
+}
+
+struct Running {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    switchboard_local::dynamodb::free_port().expect("free port")
+}
+
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|stat| !stat.split(") ").nth(1).unwrap_or_default().starts_with('Z'))
+        .unwrap_or(false)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_program_serves_what_template_yaml_declares_and_stops_everything() {
+    let tasks = std::env::temp_dir().join(format!(
+        "switchboard-tasks-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    std::fs::create_dir_all(&tasks).unwrap();
+    let (http_port, ws_port, ecs_port) = (free_port(), free_port(), free_port());
+    let task_command = format!(
+        "printf '%s\\n' \"$ROOM_ID\" \"$SFU_TOKEN\" \"$SIGNAL_SERVER_URL\" > {dir}/$ROOM_ID.env; echo $$ > {dir}/$ROOM_ID.pid; exec sleep 300",
+        dir = tasks.display()
+    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard-local"))
+        .args([
+            "--http-port",
+            &http_port.to_string(),
+            "--ws-port",
+            &ws_port.to_string(),
+        ])
+        .args([
+            "--ecs-port",
+            &ecs_port.to_string(),
+            "--task-command",
+            &task_command,
+        ])
+        .env("SWITCHBOARD_OPERATOR_KEYS", "given-operator-key")
+        .env_remove("SWITCHBOARD_HOST_KEYS")
+        .env_remove("SWITCHBOARD_TURN_SECRET")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("switchboard-local starts");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut running = Running { child, lines };
+
+    let mut printed = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let ready = loop {
+        let line = running
+            .lines
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .unwrap_or_else(|_| panic!("no ready line within 120 s; printed: {printed:?}"));
+        if line.starts_with("ready ") {
+            break line;
+        }
+        printed.push(line);
+    };
+    let field = |name: &str| -> String {
+        ready
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix(&format!("{name}=")))
+            .unwrap_or_else(|| panic!("ready line has {name}=: {ready}"))
+            .to_string()
+    };
+    let (http, ws, ecs, dynamodb) = (field("http"), field("ws"), field("ecs"), field("dynamodb"));
+    assert_eq!(http, format!("http://127.0.0.1:{http_port}"));
+    assert_eq!(ws, format!("ws://127.0.0.1:{ws_port}"));
+    assert_eq!(ecs, format!("http://127.0.0.1:{ecs_port}"));
+    assert!(
+        printed.iter().any(|l| l.contains("SWITCHBOARD_HOST_KEYS=")),
+        "a host key it was not given is generated and printed"
+    );
+    assert!(
+        printed
+            .iter()
+            .any(|l| l.contains("SWITCHBOARD_TURN_SECRET="))
+    );
+    assert!(
+        !printed
+            .iter()
+            .any(|l| l.contains("SWITCHBOARD_OPERATOR_KEYS=")),
+        "a given key is not replaced"
+    );
+    let host_key = printed
+        .iter()
+        .find_map(|l| l.split("SWITCHBOARD_HOST_KEYS=").nth(1))
+        .unwrap()
+        .to_string();
+
+    // Every HTTP route of the template is served by its function; nothing else is.
+    let client = reqwest::Client::new();
+    for route in template().http_routes().unwrap() {
+        let method = reqwest::Method::from_bytes(route.method.as_bytes()).unwrap();
+        let reply = client
+            .request(method, format!("{http}{}", route.path))
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        let status = reply.status().as_u16();
+        let body: Value = reply.json().await.unwrap();
+        assert!(
+            body["message"] != "Not Found",
+            "{} {} is served: {status} {body}",
+            route.method,
+            route.path
+        );
+    }
+    let reply = client
+        .get(format!("{http}/api/unknown"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status().as_u16(), 404);
+
+    // Every WebSocket route reaches its function; ping reaches $default.
+    let (mut socket, _) = tokio_tungstenite::connect_async(&ws)
+        .await
+        .expect("ws connects");
+    for action in ["identify", "handshake", "disconnect"] {
+        socket
+            .send(Message::Text(
+                json!({ "action": action, "data": {} }).to_string().into(),
+            ))
+            .await
+            .unwrap();
+        if action == "disconnect" {
+            continue; // an unidentified leave is quietly accepted
+        }
+        let frame = next_json(&mut socket).await;
+        assert_eq!(
+            frame["action"], action,
+            "{action} is routed to its own function: {frame}"
+        );
+    }
+    socket
+        .send(Message::Text(
+            json!({ "action": "ping" }).to_string().into(),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(next_json(&mut socket).await, json!({ "type": "pong" }));
+
+    // Host key generated and printed works; createRoom runs the task command with its environment.
+    let heartbeat = json!({ "hostId": "h", "roomId": "r", "region": "local" });
+    let reply = client
+        .post(format!("{http}/api/host/heartbeat"))
+        .bearer_auth(&host_key)
+        .json(&heartbeat)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status().as_u16(), 200);
+    let reply = client
+        .put(format!("{http}/createRoom"))
+        .bearer_auth("given-operator-key")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status().as_u16(), 200);
+    let room = reply.json::<Value>().await.unwrap()["roomId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let pid_file = tasks.join(format!("{room}.pid"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !pid_file.is_file()
+        || std::fs::read_to_string(&pid_file)
+            .unwrap()
+            .trim()
+            .is_empty()
+    {
+        assert!(Instant::now() < deadline, "the task command ran");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let env = std::fs::read_to_string(tasks.join(format!("{room}.env"))).unwrap();
+    let env: Vec<&str> = env.lines().collect();
+    assert_eq!(env[0], room);
+    assert!(env[1].len() >= 32, "the task got its SFU token");
+    assert_eq!(env[2], ws);
+    let task_pid: u32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(alive(task_pid));
+
+    // SIGTERM: the program, its DynamoDB Local and its tasks all stop.
+    // SAFETY: signalling the child this test started.
+    unsafe {
+        libc::kill(running.child.id() as i32, libc::SIGTERM);
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = running.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "switchboard-local stops on SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "a clean exit: {status:?}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while alive(task_pid)
+        || std::net::TcpStream::connect(dynamodb.trim_start_matches("http://")).is_ok()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the task and DynamoDB Local stopped with it"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", http_port)).is_err(),
+        "the HTTP port is closed"
+    );
+    let _ = std::fs::remove_dir_all(&tasks);
+}
+
+async fn next_json<S>(socket: &mut S) -> Value
+where
+    S: StreamExt<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match tokio::time::timeout_at(deadline, socket.next()).await {
+            Ok(Some(Ok(Message::Text(text)))) => return serde_json::from_str(&text).unwrap(),
+            Ok(Some(Ok(_))) => continue,
+            other => panic!("no frame: {other:?}"),
+        }
+    }
+}
