@@ -252,6 +252,13 @@ async fn identify_needs_the_right_proof() {
             .await,
         error(409, "id is already in use in this room")
     );
+    let mut posing = Peer::connect(&t.stack.ws_url, "posing").await;
+    assert_eq!(
+        posing
+            .identify(json!({ "id": room, "type": "client", "roomId": room }))
+            .await,
+        error(409, "id is reserved for the room's serving peer")
+    );
     let mut again = join(&t, &room, "carol").await;
     assert_eq!(
         again
@@ -426,6 +433,21 @@ async fn leaving_notifies_exactly_the_room() {
         bob.recv("after leaving").await["message"],
         "WebSocket Connection Not Found"
     );
+    // The socket is still open: it may join again, and speak again.
+    assert_eq!(
+        bob.identify(json!({ "id": "bob", "type": "client", "roomId": room }))
+            .await["type"],
+        "identified"
+    );
+    bob.send(
+        "handshake",
+        json!({ "type": "producer", "description": offer("back") }),
+    )
+    .await;
+    assert_eq!(sfu.recv("bob again").await["sender"], "bob");
+    bob.send("disconnect", json!({})).await;
+    assert_eq!(sfu.recv("bob leaving again").await["clientId"], "bob");
+    assert_eq!(carol.recv("bob leaving again").await["clientId"], "bob");
 
     // The SFU leaves: its clients hear it, and the room is gone.
     sfu.close().await;
@@ -562,4 +584,43 @@ async fn two_hundred_clients_across_twenty_rooms() {
     assert_eq!(answered.len(), ROOMS * CLIENTS, "none lost");
     assert!(per_room.values().all(|n| *n == CLIENTS), "{per_room:?}");
     drop(sfus);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_peer_id_taken_over_by_the_serving_peer_stops_speaking() {
+    let t = TestStack::start().await;
+    t.heartbeat("host-secret", "arena", "local", "idle").await;
+    // A client grabs the id the host will use before the host has joined.
+    let mut squatter = join(&t, "arena", "host").await;
+    let mut viewer = join(&t, "arena", "viewer").await;
+    let mut host = Peer::connect(&t.stack.ws_url, "host").await;
+    let ack = host
+        .identify(
+            json!({ "id": "host", "type": "host", "roomId": "arena", "hostId": "host-secret" }),
+        )
+        .await;
+    assert_eq!(
+        ack["type"], "identified",
+        "the authenticated host takes its id over"
+    );
+
+    squatter
+        .send(
+            "handshake",
+            json!({ "type": "producer", "receiver": "viewer", "description": offer("fake") }),
+        )
+        .await;
+    assert_eq!(
+        squatter.recv("the refusal").await["message"],
+        "WebSocket Connection Not Found"
+    );
+    viewer.expect_silence(QUIET).await;
+    viewer
+        .send(
+            "handshake",
+            json!({ "type": "producer", "description": offer("real") }),
+        )
+        .await;
+    assert_eq!(host.recv("the viewer's offer").await["sender"], "viewer");
+    squatter.expect_silence(QUIET).await;
 }

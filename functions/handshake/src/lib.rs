@@ -31,6 +31,12 @@ async fn handshake(deps: &Deps, event: &ApiGatewayWebsocketProxyRequest) -> Resu
         .await?
         .and_then(|c| c.membership)
         .ok_or_else(|| ApiError::bad_request("WebSocket Connection Not Found"))?;
+    // Its id may since have been taken over (an SFU or host reconnecting): then this socket
+    // no longer speaks for it.
+    let current = deps.store.member(&room_id, &sender_id).await?;
+    if current.is_none_or(|m| m.connection_id != connection) {
+        return Err(ApiError::bad_request("WebSocket Connection Not Found"));
+    }
     if !matches!(
         optional_str(&data, "type").ok().flatten(),
         Some("producer" | "consumer")

@@ -36,6 +36,12 @@ async fn identify(deps: &Deps, event: &ApiGatewayWebsocketProxyRequest) -> Resul
         (Role::Sfu, None) => peer_id.clone(),
         (_, None) => return Err(ApiError::bad_request("missing roomId")),
     };
+    if role == Role::Client && peer_id == room_id {
+        // The room's id is its SFU's peer id: a client using it would pose as the SFU.
+        return Err(ApiError::Conflict(
+            "id is reserved for the room's serving peer".into(),
+        ));
+    }
     authorize(deps, role, &room_id, &data).await?;
 
     match deps

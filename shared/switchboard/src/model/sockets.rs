@@ -138,15 +138,17 @@ impl Store {
         let update = Update::builder()
             .table_name(&self.tables.connections)
             .key("connectionId", s(connection_id))
-            .update_expression("SET roomId = :room, peerId = :peer, #role = :role")
-            .condition_expression(
-                "expiresAt > :now AND (attribute_not_exists(roomId) OR (roomId = :room AND peerId = :peer))",
+            // A connection whose record an explicit leave removed may identify again: the
+            // socket is open (API Gateway routes frames only from open sockets).
+            .update_expression(
+                "SET roomId = :room, peerId = :peer, #role = :role, expiresAt = if_not_exists(expiresAt, :exp)",
             )
+            .condition_expression("attribute_not_exists(roomId) OR (roomId = :room AND peerId = :peer)")
             .expression_attribute_names("#role", "role")
             .expression_attribute_values(":room", s(room_id))
             .expression_attribute_values(":peer", s(peer_id))
             .expression_attribute_values(":role", s(role.as_str()))
-            .expression_attribute_values(":now", n(now))
+            .expression_attribute_values(":exp", n(expires_at))
             .build()
             .map_err(dynamo_error)?;
         let mut put = Put::builder()
