@@ -85,3 +85,72 @@ async fn websocket_events_as_api_gateway_sends_them() {
         "a gone socket's records are removed"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn connections_outlive_api_gateways_two_hour_limit() {
+    let t = TestStack::start().await;
+    connect::handler(&t.stack.deps, fixture("ws-connect.json")).await;
+    let item = t
+        .store()
+        .client()
+        .get_item()
+        .table_name(&t.store().tables().connections)
+        .key(
+            "connectionId",
+            aws_sdk_dynamodb::types::AttributeValue::S("L0SM9cOFvHcCIhw=".into()),
+        )
+        .send()
+        .await
+        .unwrap();
+    let expires: i64 = item.item().unwrap()["expiresAt"]
+        .as_n()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        expires > t.clock.now() + 2 * 3600,
+        "TTL past API Gateway's 2 h connection limit"
+    );
+    assert!(expires <= t.clock.now() + 3 * 3600, "and not much longer");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failing_database_gives_500s_that_leak_nothing() {
+    // The functions' production wiring, pointed at a DynamoDB that is not there.
+    let t = TestStack::start().await;
+    let dead = format!(
+        "http://127.0.0.1:{}",
+        switchboard_local::dynamodb::free_port().unwrap()
+    );
+    let sdk = switchboard_local::local_sdk_config().await;
+    let deps = switchboard::Deps::new(
+        t.stack.deps.config.clone(),
+        switchboard::Clock::system(),
+        &sdk,
+        switchboard::Endpoints {
+            dynamodb: Some(dead.clone()),
+            ..Default::default()
+        },
+    );
+    let reply = get_room_id::handler(&deps, fixture("http-get-room-id.json")).await;
+    assert_eq!(
+        (reply.status_code, body(reply.body)),
+        (
+            500,
+            serde_json::json!({"message": "Something broke on the server"})
+        )
+    );
+    let reply = find_match::handler(&deps, fixture("http-find-match.json")).await;
+    let reply_body = body(reply.body);
+    assert_eq!(
+        (reply.status_code, reply_body.clone()),
+        (
+            500,
+            serde_json::json!({"success": false, "message": "Something broke on the server"})
+        )
+    );
+    assert!(
+        !reply_body.to_string().contains("127.0.0.1"),
+        "no internals in the body"
+    );
+}

@@ -624,3 +624,90 @@ async fn a_peer_id_taken_over_by_the_serving_peer_stops_speaking() {
     assert_eq!(host.recv("the viewer's offer").await["sender"], "viewer");
     squatter.expect_silence(QUIET).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_connections_management_api_answers_like_api_gateway() {
+    use aws_sdk_apigatewaymanagement::operation::post_to_connection::PostToConnectionError;
+    use aws_sdk_apigatewaymanagement::primitives::Blob;
+
+    let t = TestStack::start().await;
+    let (room, mut sfu) = launch_sfu(&t).await;
+    let management_url = t.stack.ws_url.replace("ws://", "http://");
+    let sdk = switchboard_local::local_sdk_config().await;
+    let api = aws_sdk_apigatewaymanagement::Client::from_conf(
+        aws_sdk_apigatewaymanagement::config::Builder::from(&sdk)
+            .endpoint_url(&management_url)
+            .build(),
+    );
+    let member = t
+        .store()
+        .member(&room, &room)
+        .await
+        .unwrap()
+        .expect("the SFU is a member");
+    let id = member.connection_id;
+
+    let info = api
+        .get_connection()
+        .connection_id(&id)
+        .send()
+        .await
+        .expect("GET @connections/{id}");
+    assert!(info.connected_at().is_some() && info.last_active_at().is_some());
+    assert_eq!(
+        info.identity().and_then(|i| i.source_ip()),
+        Some("127.0.0.1")
+    );
+
+    api.post_to_connection()
+        .connection_id(&id)
+        .data(Blob::new(r#"{"type":"hello"}"#))
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(
+        sfu.recv("the posted frame").await,
+        json!({ "type": "hello" })
+    );
+
+    api.delete_connection()
+        .connection_id(&id)
+        .send()
+        .await
+        .expect("DELETE closes the socket");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while t.stack.open_sockets() > 0 {
+        assert!(tokio::time::Instant::now() < deadline, "the socket closed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let gone = api
+        .post_to_connection()
+        .connection_id(&id)
+        .data(Blob::new("{}"))
+        .send()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            gone.as_service_error(),
+            Some(PostToConnectionError::GoneException(_))
+        ),
+        "{gone:?}"
+    );
+    assert!(
+        api.get_connection()
+            .connection_id(&id)
+            .send()
+            .await
+            .is_err()
+    );
+    // $disconnect runs for the closed socket: the SFU's room goes.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while t.store().room(&room).await.unwrap().is_some() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "$disconnect removed the room"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -29,6 +29,8 @@ pub const STAGE: &str = "local";
 
 struct Socket {
     outbox: mpsc::UnboundedSender<Message>,
+    /// DeleteConnection: the gateway drops the socket without waiting for the client.
+    drop_now: tokio::sync::Notify,
     connected_at: i64,
     last_active: AtomicI64,
     source_ip: String,
@@ -192,6 +194,7 @@ async fn connection(state: Arc<WsState>, socket: WebSocket, id: String, info: So
     let (outbox, mut pending) = mpsc::unbounded_channel::<Message>();
     let registered = Arc::new(Socket {
         outbox,
+        drop_now: tokio::sync::Notify::new(),
         connected_at: info.connected_at,
         last_active: AtomicI64::new(info.connected_at),
         source_ip: info.source_ip.clone(),
@@ -203,7 +206,7 @@ async fn connection(state: Arc<WsState>, socket: WebSocket, id: String, info: So
         .unwrap_or_else(|p| p.into_inner())
         .insert(id.clone(), registered.clone());
 
-    let writer = tokio::spawn(async move {
+    let mut writer = tokio::spawn(async move {
         while let Some(message) = pending.recv().await {
             let closing = matches!(message, Message::Close(_));
             if sink.send(message).await.is_err() || closing {
@@ -214,7 +217,14 @@ async fn connection(state: Arc<WsState>, socket: WebSocket, id: String, info: So
 
     // One connection's frames are handled in order, so a client's identify completes before
     // its next frame is routed.
-    while let Some(Ok(message)) = stream.next().await {
+    loop {
+        let message = tokio::select! {
+            next = stream.next() => match next {
+                Some(Ok(message)) => message,
+                _ => break,
+            },
+            _ = registered.drop_now.notified() => break,
+        };
         registered
             .last_active
             .store(now_millis(), Ordering::Relaxed);
@@ -249,7 +259,14 @@ async fn connection(state: Arc<WsState>, socket: WebSocket, id: String, info: So
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .remove(&id);
-    writer.abort();
+    // Frames already queued (a close frame, say) go out before the socket is dropped.
+    drop(registered);
+    if tokio::time::timeout(std::time::Duration::from_secs(1), &mut writer)
+        .await
+        .is_err()
+    {
+        writer.abort();
+    }
     if state.deliver_disconnect {
         let event = state.event("$disconnect", "DISCONNECT", &id, &info, None);
         state.run("$disconnect", event).await;
@@ -326,5 +343,6 @@ pub async fn delete_connection(
         return gone();
     };
     let _ = socket.outbox.send(Message::Close(None));
+    socket.drop_now.notify_one();
     StatusCode::NO_CONTENT.into_response()
 }
