@@ -120,9 +120,9 @@ const match = {
   hello: `ping-${randomUUID().slice(0, 6)}`,
 };
 
-test('matchmaking: find-match, signaling, relay-only media and data through coturn', async () => {
-  // The browser host below reports busy as soon as a viewer arrives, which would hide a broken
-  // reservation; so first the reservation alone, with a host that only heartbeats (another region).
+// The browser host reports busy as soon as a viewer arrives, which would hide a broken
+// reservation; so first the reservation alone, with a host that only heartbeats (another region).
+test('matchmaking: find-match reserves the host it returns', async () => {
   await step('find-match reserves the host it returns (heartbeats saying idle do not undo it)', 15000, async () => {
     const probe = { hostId: randomUUID(), roomId: `probe-${randomUUID().slice(0, 8)}`, region: 'eu-central', status: 'idle' };
     const beat = await http('POST', '/api/host/heartbeat', { body: probe, key: secrets.hostKey });
@@ -139,7 +139,9 @@ test('matchmaking: find-match, signaling, relay-only media and data through cotu
     const busy = await http('POST', '/api/host/status', { body: { hostId: probe.hostId, status: 'busy' }, key: secrets.hostKey });
     assert.equal(busy.status, 200, `status busy → ${busy.status} ${JSON.stringify(busy.body)}`);
   }, describeAll);
+});
 
+test('matchmaking: find-match, signaling, relay-only media and data through coturn', async () => {
   await step('host page registers (heartbeat) and identifies as host', 20000, async () => {
     pages.host = await openPage(
       browser,
