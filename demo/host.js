@@ -17,6 +17,7 @@ let signaling = null;
 let stream = null;
 let heartbeat = null;
 let status = 'idle';
+let hostIceServers = [];
 const viewers = new Map(); // viewer id → {link, channel, stopStats}
 demo.state.viewers = [];
 
@@ -38,6 +39,10 @@ async function sendHeartbeat(s) {
     body: { hostId: s.hostId, roomId: s.roomId, region: s.region, status },
   });
   fact('last heartbeat', `${new Date().toISOString().slice(11, 19)} → ${r.status}`);
+  if (r.ok && Array.isArray(r.body?.iceServers)) {
+    hostIceServers = r.body.iceServers;
+    fact('iceServers', hostIceServers.map((x) => [].concat(x.urls).join(' ')).join('; ') || 'none');
+  }
   return r;
 }
 
@@ -75,8 +80,8 @@ async function onHandshake(s, frame) {
       step('handshake', false, `candidate from unknown viewer ${id}`);
       return;
     }
-    // The viewer shares the ICE servers find-match gave it, so both ends can use the relay.
-    const iceServers = Array.isArray(frame.iceServers) ? frame.iceServers : [];
+    // The host's own ICE servers, with TURN credentials from its latest heartbeat.
+    const iceServers = hostIceServers;
     const link = new PeerLink({
       signaling,
       label: `viewer ${id}`,
@@ -87,7 +92,7 @@ async function onHandshake(s, frame) {
     viewer = { link, channel: null, stopStats: () => {} };
     viewers.set(id, viewer);
     viewerList();
-    step(`viewer ${id} arrived`, true, `${iceServers.length} ICE server(s) from its find-match`);
+    step(`viewer ${id} arrived`, true, `${iceServers.length} ICE server(s) from the heartbeat`);
     await reportStatus(s, 'busy');
     setStatus(`hosting room ${s.roomId}: busy, ${viewers.size} viewer(s)`, 'ok');
     for (const track of stream.getTracks()) link.pc.addTrack(track, stream);
@@ -130,7 +135,9 @@ async function start(e) {
     if (!first.ok) throw new Error(`heartbeat refused (${first.status}): ${first.body?.message || ''}`);
     heartbeat = setInterval(() => sendHeartbeat(s), HEARTBEAT_MS);
 
-    signaling = new Signaling(s.ws);
+    const wsUrl = p.ws || first.body?.signalingUrl || s.ws;
+    fact('signalingUrl', wsUrl);
+    signaling = new Signaling(wsUrl);
     signaling
       .on('handshake', (frame) => onHandshake(s, frame))
       .on('clientDisconnect', (frame) => {

@@ -78,8 +78,7 @@ async function find(e) {
         setStatus(`watching the host of ${roomId}: ${frames} frames decoded over ${pair.local.type} ⇄ ${pair.remote.type}`, 'ok');
       }
     });
-    // The host answers on its own ICE setup; it may use ours (TURN credentials are short-lived).
-    await link.offer({ iceServers });
+    await link.offer();
     $('#leave').disabled = false;
     setStatus(`offer sent to the host of ${roomId}; waiting for its answer`, 'ok');
   } catch (err) {

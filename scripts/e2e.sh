@@ -5,23 +5,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-missing=()
-command -v chromium >/dev/null 2>&1 || missing+=(chromium)
-command -v turnserver >/dev/null 2>&1 || missing+=(coturn)
-if ((${#missing[@]})); then
-  echo "e2e: installing ${missing[*]} with apt"
-  sudo=""
-  [ "$(id -u)" -eq 0 ] || sudo="sudo"
-  $sudo apt-get update
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y "${missing[@]}"
-fi
+scripts/ensure-deps.sh
 
 if [ -f tests/e2e/package-lock.json ]; then
-  (cd tests/e2e && npm ci --no-audit --no-fund)
+  (cd tests/e2e && npm ci --no-audit --no-fund --silent)
 else
-  (cd tests/e2e && npm install --no-audit --no-fund)
+  (cd tests/e2e && npm install --no-audit --no-fund --silent)
 fi
 
-cargo build -p switchboard-local
+cargo build --quiet -p switchboard-local
 
 node --test tests/e2e/

@@ -22,7 +22,7 @@ trap 'kill $turn_pid 2>/dev/null || true' EXIT
 echo "coturn on 127.0.0.1:${turn_port} (log: .cache/turnserver.log)"
 
 cargo build --release --bin switchboard-local
-target/release/switchboard-local "$@" &
+"${CARGO_TARGET_DIR:-target}/release/switchboard-local" "$@" &
 stack_pid=$!
 trap 'kill -TERM $stack_pid 2>/dev/null || true; wait $stack_pid 2>/dev/null; kill $turn_pid 2>/dev/null || true' EXIT INT TERM
 wait $stack_pid

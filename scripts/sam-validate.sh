@@ -6,7 +6,7 @@ set -euo pipefail
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo_root"
 
-venv=".cache/sam-venv"
+venv="${SWITCHBOARD_CACHE_DIR:-.cache}/sam-venv"
 sam="$venv/bin/sam"
 
 if [[ ! -x "$sam" ]]; then

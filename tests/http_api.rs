@@ -188,7 +188,8 @@ async fn keys_guard_create_room_heartbeat_and_status() {
             "both operator keys are valid during rotation: {body}"
         );
     }
-    let heartbeat = r#"{"hostId":"h1","roomId":"room-h1","region":"local","status":"idle"}"#;
+    let heartbeat =
+        r#"{"hostId":"secret-host-1","roomId":"room-h1","region":"local","status":"idle"}"#;
     for bearer in [None, Some("wrong"), Some("operator-key-1")] {
         let (status, body) = t
             .call("POST", "/api/host/heartbeat", Some(heartbeat), bearer)
@@ -202,7 +203,7 @@ async fn keys_guard_create_room_heartbeat_and_status() {
             .call(
                 "POST",
                 "/api/host/status",
-                Some(r#"{"hostId":"h1","status":"busy"}"#),
+                Some(r#"{"hostId":"secret-host-1","status":"busy"}"#),
                 bearer,
             )
             .await;
@@ -213,8 +214,22 @@ async fn keys_guard_create_room_heartbeat_and_status() {
             .call("POST", "/api/host/heartbeat", Some(heartbeat), Some(key))
             .await;
         assert_eq!(
-            (status, body),
-            (200, serde_json::json!({"success": true, "ttl": 30}))
+            (status, &body["success"], &body["ttl"]),
+            (200, &Value::Bool(true), &Value::from(30)),
+            "{body}"
+        );
+        assert_eq!(body["signalingUrl"], t.stack.ws_url.as_str());
+        let turn = &body["iceServers"][1];
+        let username = turn["username"]
+            .as_str()
+            .expect("the host gets TURN credentials too");
+        assert_eq!(
+            turn["credential"],
+            switchboard::turn::credential(TURN_SECRET, username)
+        );
+        assert!(
+            !body.to_string().contains("secret-host"),
+            "the hostId is not echoed: {body}"
         );
     }
 

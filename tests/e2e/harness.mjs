@@ -257,7 +257,8 @@ async function startCoturnOnce(secret) {
 
 export async function startStack({ turnPort, turnSecret, hostKey, operatorKey }) {
   // SWITCHBOARD_LOCAL_BIN: another build (a release build, or a deliberately broken one).
-  const binary = process.env.SWITCHBOARD_LOCAL_BIN || path.join(ROOT, 'target/debug/switchboard-local');
+  const targetDir = process.env.CARGO_TARGET_DIR || path.join(ROOT, 'target');
+  const binary = process.env.SWITCHBOARD_LOCAL_BIN || path.join(targetDir, 'debug/switchboard-local');
   if (!existsSync(binary)) throw new Error(`${binary} is missing: run cargo build -p switchboard-local`);
   const [http, ws, ecs] = [await freeTcpPort(), await freeTcpPort(), await freeTcpPort()];
   const env = {

@@ -1,10 +1,11 @@
-//! `POST /api/host/heartbeat` (host key): register a host or refresh its 30 s liveness.
+//! `POST /api/host/heartbeat` (host key): register a host or refresh its 30 s liveness; the
+//! answer also carries the signaling URL and ICE servers the host answers viewers with.
 
 use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
 use serde_json::{Value, json};
 use switchboard::http::{ErrorStyle, JsonBody, require_bearer, respond};
 use switchboard::model::{HeartbeatOutcome, HostStatus};
-use switchboard::{ApiError, Deps, validate};
+use switchboard::{ApiError, Deps, turn, validate};
 
 #[tracing::instrument(skip_all)]
 pub async fn handler(deps: &Deps, event: ApiGatewayV2httpRequest) -> ApiGatewayV2httpResponse {
@@ -30,7 +31,14 @@ async fn heartbeat(deps: &Deps, event: &ApiGatewayV2httpRequest) -> Result<Value
         .heartbeat(&host_id, &room_id, region, status, ttl)
         .await?
     {
-        HeartbeatOutcome::Registered => Ok(json!({ "success": true, "ttl": ttl })),
+        // The host answers viewers over the same relays: it gets the signaling URL and TURN
+        // credentials too (fresh each heartbeat, valid for SWITCHBOARD_TURN_TTL_SECONDS).
+        HeartbeatOutcome::Registered => Ok(json!({
+            "success": true,
+            "ttl": ttl,
+            "signalingUrl": deps.config.ws_url,
+            "iceServers": turn::ice_servers(&deps.config, &room_id, deps.store.clock().now()),
+        })),
         HeartbeatOutcome::RoomTaken => Err(ApiError::Conflict(
             "roomId is in use by another host".into(),
         )),
