@@ -91,22 +91,14 @@ async fn connections_outlive_api_gateways_two_hour_limit() {
     let t = TestStack::start().await;
     connect::handler(&t.stack.deps, fixture("ws-connect.json")).await;
     let item = t
-        .store()
-        .client()
-        .get_item()
-        .table_name(&t.store().tables().connections)
-        .key(
+        .raw_item(
+            &t.store().tables().connections,
             "connectionId",
-            aws_sdk_dynamodb::types::AttributeValue::S("L0SM9cOFvHcCIhw=".into()),
+            "L0SM9cOFvHcCIhw=",
         )
-        .send()
         .await
-        .unwrap();
-    let expires: i64 = item.item().unwrap()["expiresAt"]
-        .as_n()
-        .unwrap()
-        .parse()
-        .unwrap();
+        .expect("recorded");
+    let expires: i64 = item["expiresAt"].as_n().unwrap().parse().unwrap();
     assert!(
         expires > t.clock.now() + 2 * 3600,
         "TTL past API Gateway's 2 h connection limit"

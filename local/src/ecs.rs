@@ -126,10 +126,20 @@ impl EcsState {
         format!("arn:aws:ecs:{REGION}:{ACCOUNT}:task-definition/{family}:1")
     }
 
-    fn known_cluster(&self, requested: Option<&str>) -> bool {
-        // ECS's own default cluster when none is named.
-        let requested = requested.unwrap_or("default");
-        requested == self.cluster || requested == self.cluster_arn()
+    /// The request's cluster (ECS's `default` when none is named) must be this one.
+    fn require_cluster(&self, request: &Value) -> Result<(), EcsError> {
+        let requested = request
+            .get("cluster")
+            .and_then(Value::as_str)
+            .unwrap_or("default");
+        if requested == self.cluster || requested == self.cluster_arn() {
+            Ok(())
+        } else {
+            Err(EcsError::new(
+                "ClusterNotFoundException",
+                "Cluster not found.",
+            ))
+        }
     }
 
     fn known_definition(&self, requested: &str) -> bool {
@@ -154,12 +164,7 @@ impl EcsState {
     }
 
     fn run_task(&self, request: &Value) -> Result<Value, EcsError> {
-        if !self.known_cluster(request.get("cluster").and_then(Value::as_str)) {
-            return Err(EcsError::new(
-                "ClusterNotFoundException",
-                "Cluster not found.",
-            ));
-        }
+        self.require_cluster(request)?;
         let definition = request
             .get("taskDefinition")
             .and_then(Value::as_str)
@@ -259,12 +264,7 @@ impl EcsState {
     }
 
     fn stop_task(&self, request: &Value) -> Result<Value, EcsError> {
-        if !self.known_cluster(request.get("cluster").and_then(Value::as_str)) {
-            return Err(EcsError::new(
-                "ClusterNotFoundException",
-                "Cluster not found.",
-            ));
-        }
+        self.require_cluster(request)?;
         let arn = request
             .get("task")
             .and_then(Value::as_str)
@@ -291,12 +291,7 @@ impl EcsState {
     }
 
     fn describe_tasks(&self, request: &Value) -> Result<Value, EcsError> {
-        if !self.known_cluster(request.get("cluster").and_then(Value::as_str)) {
-            return Err(EcsError::new(
-                "ClusterNotFoundException",
-                "Cluster not found.",
-            ));
-        }
+        self.require_cluster(request)?;
         let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
         tasks.iter_mut().for_each(Task::refresh);
         let (mut found, mut failures) = (Vec::new(), Vec::new());

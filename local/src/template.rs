@@ -187,6 +187,40 @@ impl Template {
         Ok(routes)
     }
 
+    /// The environment variable names a function gets: Globals merged with its own.
+    pub fn environment_of(
+        &self,
+        binary: &str,
+    ) -> Result<std::collections::BTreeSet<String>, TemplateError> {
+        let names = |env: Option<&Value>| -> Vec<String> {
+            env.and_then(|e| e.get("Variables"))
+                .and_then(Value::as_mapping)
+                .into_iter()
+                .flatten()
+                .filter_map(|(k, _)| k.as_str().map(String::from))
+                .collect()
+        };
+        let function = self
+            .resources_of("AWS::Serverless::Function")
+            .find(|(id, _)| self.binary_of(id).is_ok_and(|b| b == binary))
+            .map(|(_, f)| f)
+            .ok_or_else(|| shape(format!("no function builds {binary}")))?;
+        let mut all: std::collections::BTreeSet<String> = names(
+            self.doc
+                .get("Globals")
+                .and_then(|g| g.get("Function"))
+                .and_then(|f| f.get("Environment")),
+        )
+        .into_iter()
+        .collect();
+        all.extend(names(
+            function
+                .get("Properties")
+                .and_then(|p| p.get("Environment")),
+        ));
+        Ok(all)
+    }
+
     /// Logical ids of the DynamoDB tables.
     pub fn table_ids(&self) -> Vec<String> {
         self.resources_of("AWS::DynamoDB::Table")

@@ -82,6 +82,57 @@ fn template_declares_the_routes_and_tables_of_the_spec() {
     );
 }
 
+#[test]
+fn secrets_reach_only_the_functions_that_use_them() {
+    let template = template();
+    let secrets = [
+        "SWITCHBOARD_OPERATOR_KEYS",
+        "SWITCHBOARD_HOST_KEYS",
+        "SWITCHBOARD_TURN_SECRET",
+    ];
+    let needs: &[(&str, &[&str])] = &[
+        (
+            "create-room",
+            &["SWITCHBOARD_OPERATOR_KEYS", "SWITCHBOARD_TURN_SECRET"],
+        ),
+        (
+            "heartbeat",
+            &["SWITCHBOARD_HOST_KEYS", "SWITCHBOARD_TURN_SECRET"],
+        ),
+        ("status", &["SWITCHBOARD_HOST_KEYS"]),
+        ("find-match", &["SWITCHBOARD_TURN_SECRET"]),
+        ("get-room-id", &[]),
+        ("claim-room", &[]),
+        ("connect", &[]),
+        ("identify", &[]),
+        ("handshake", &[]),
+        ("disconnect", &[]),
+        ("default", &[]),
+    ];
+    for (function, wanted) in needs {
+        let env = template.environment_of(function).unwrap();
+        let given: Vec<&str> = secrets
+            .iter()
+            .copied()
+            .filter(|s| env.contains(*s))
+            .collect();
+        assert_eq!(&given, wanted, "{function}'s secrets");
+        for table in switchboard::config::Tables::VARIABLES
+            .iter()
+            .map(|(_, v)| v)
+        {
+            assert!(
+                env.contains(*table),
+                "{function} gets {table} (configuration is read whole)"
+            );
+        }
+        assert!(
+            env.contains("SWITCHBOARD_WS_URL"),
+            "{function} gets SWITCHBOARD_WS_URL"
+        );
+    }
+}
+
 struct Running {
     child: std::process::Child,
     lines: std::sync::mpsc::Receiver<String>,

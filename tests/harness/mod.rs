@@ -116,6 +116,28 @@ impl TestStack {
         &self.stack.deps.store
     }
 
+    /// An item as it is in the table, expired or not (the model would hide an expired one).
+    pub async fn raw_item(
+        &self,
+        table: &str,
+        key: &str,
+        value: &str,
+    ) -> Option<std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>> {
+        self.store()
+            .client()
+            .get_item()
+            .table_name(table)
+            .key(
+                key,
+                aws_sdk_dynamodb::types::AttributeValue::S(value.into()),
+            )
+            .consistent_read(true)
+            .send()
+            .await
+            .expect("GetItem")
+            .item
+    }
+
     /// One HTTP call; returns the status and the JSON body (Null when the body is empty).
     pub async fn call(
         &self,
