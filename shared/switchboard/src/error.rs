@@ -37,11 +37,13 @@ impl ApiError {
     }
 }
 
-/// Failures of the storage and AWS adapters. They never reach a caller verbatim.
+/// Failures of the storage and socket adapters. They never reach a caller verbatim.
 #[derive(Debug, Error)]
 pub enum StoreError {
     #[error("dynamodb: {0}")]
     Dynamo(String),
+    #[error("management API: {0}")]
+    Socket(String),
     #[error("item {0} is malformed: {1}")]
     Malformed(String, &'static str),
 }

@@ -56,12 +56,12 @@ impl Sockets {
             Some(url.clone())
         } else {
             let context = context.ok_or_else(|| {
-                StoreError::Dynamo("no management endpoint for this request".into())
+                StoreError::Socket("no management endpoint for this request".into())
             })?;
             match (&context.domain_name, &context.stage) {
                 (Some(domain), Some(stage)) => Some(format!("https://{domain}/{stage}")),
                 _ => {
-                    return Err(StoreError::Dynamo(
+                    return Err(StoreError::Socket(
                         "WebSocket event has no domainName/stage".into(),
                     ));
                 }
@@ -103,7 +103,7 @@ impl Sockets {
                 if gone {
                     Ok(Delivery::Gone)
                 } else {
-                    Err(StoreError::Dynamo(format!(
+                    Err(StoreError::Socket(format!(
                         "post to {connection_id}: {}",
                         error_chain(&e)
                     )))
