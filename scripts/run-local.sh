@@ -4,7 +4,7 @@
 # Installs what it needs first. Extra arguments go to switchboard-local (see README).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/ensure-deps.sh
+scripts/ensure-deps.sh run
 
 # One TURN secret shared by coturn and Switchboard (given, or made for this run).
 export SWITCHBOARD_TURN_SECRET="${SWITCHBOARD_TURN_SECRET:-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')}"

@@ -146,6 +146,16 @@ async fn run(args: Args) -> Result<(), String> {
     let mut stack = Stack::start(options).await.map_err(|e| e.to_string())?;
 
     println!("demo {}/demo/", stack.http_url);
+    if let Some(host_key) = stack.deps.config.host_keys.first() {
+        println!(
+            "demo host (open in one tab): {}/demo/host.html#hostKey={host_key}",
+            stack.http_url
+        );
+    }
+    println!(
+        "demo viewer (open in another): {}/demo/viewer.html",
+        stack.http_url
+    );
     println!(
         "ready http={} ws={} ecs={} dynamodb={dynamodb_endpoint}",
         stack.http_url, stack.ws_url, stack.ecs_url

@@ -240,8 +240,23 @@ async fn the_program_serves_what_template_yaml_declares_and_stops_everything() {
         .unwrap()
         .to_string();
 
-    // Every HTTP route of the template is served by its function; nothing else is.
+    // The demo links it prints open pages it serves.
     let client = reqwest::Client::new();
+    let host_link =
+        format!("demo host (open in one tab): {http}/demo/host.html#hostKey={host_key}");
+    assert!(printed.contains(&host_link), "{host_link} in {printed:?}");
+    for page in ["/demo/host.html", "/demo/viewer.html", "/demo/"] {
+        let reply = client.get(format!("{http}{page}")).send().await.unwrap();
+        assert_eq!(reply.status().as_u16(), 200, "{page}");
+        assert!(
+            reply.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/html")
+        );
+    }
+
+    // Every HTTP route of the template is served by its function; nothing else is.
     for route in template().http_routes().unwrap() {
         let method = reqwest::Method::from_bytes(route.method.as_bytes()).unwrap();
         let reply = client
