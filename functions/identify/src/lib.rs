@@ -3,7 +3,7 @@
 
 use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
 use serde_json::{Map, Value, json};
-use switchboard::model::{JoinOutcome, Role, RoomKind};
+use switchboard::model::{JoinOutcome, Role, Room, RoomKind};
 use switchboard::signaling::{connection_id, frame_data, optional_str, refuse, send, ws_response};
 use switchboard::{ApiError, Deps, validate};
 
@@ -42,7 +42,7 @@ async fn identify(deps: &Deps, event: &ApiGatewayWebsocketProxyRequest) -> Resul
             "id is reserved for the room's serving peer".into(),
         ));
     }
-    authorize(deps, role, &room_id, &data).await?;
+    let room = authorize(deps, role, &room_id, &data).await?;
 
     match deps
         .store
@@ -76,11 +76,7 @@ async fn identify(deps: &Deps, event: &ApiGatewayWebsocketProxyRequest) -> Resul
             }
         }
         Role::Host => {
-            let attached = match deps.store.room(&room_id).await? {
-                Some(room) => deps.store.attach_host(&room, &peer_id, connection).await?,
-                None => false,
-            };
-            if !attached {
+            if !deps.store.attach_host(&room, &peer_id, connection).await? {
                 deps.store.close_connection(connection).await?;
                 return Err(ApiError::Unauthorized);
             }
@@ -91,31 +87,25 @@ async fn identify(deps: &Deps, event: &ApiGatewayWebsocketProxyRequest) -> Resul
     Ok(())
 }
 
-/// Checks the proof each role needs before it may join `room_id`.
+/// Checks the proof each role needs before it may join `room_id`; returns the room as read.
 async fn authorize(
     deps: &Deps,
     role: Role,
     room_id: &str,
     data: &Map<String, Value>,
-) -> Result<(), ApiError> {
+) -> Result<Room, ApiError> {
     let room = deps.store.room(room_id).await?;
     match role {
-        Role::Client => room
-            .map(|_| ())
-            .ok_or_else(|| ApiError::not_found("Room not found")),
+        Role::Client => room.ok_or_else(|| ApiError::not_found("Room not found")),
         Role::Sfu => {
             let token = optional_str(data, "token")?.ok_or(ApiError::Unauthorized)?;
-            match room {
-                Some(room) if room.token_matches(token) => Ok(()),
-                _ => Err(ApiError::Unauthorized),
-            }
+            room.filter(|r| r.token_matches(token))
+                .ok_or(ApiError::Unauthorized)
         }
         Role::Host => {
             let host_id = optional_str(data, "hostId")?.ok_or(ApiError::Unauthorized)?;
-            match room {
-                Some(room) if room.kind == RoomKind::Host && room.owned_by_host(host_id) => Ok(()),
-                _ => Err(ApiError::Unauthorized),
-            }
+            room.filter(|r| r.kind == RoomKind::Host && r.owned_by_host(host_id))
+                .ok_or(ApiError::Unauthorized)
         }
     }
 }
