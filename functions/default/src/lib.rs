@@ -3,7 +3,7 @@
 
 use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
 use serde_json::{Value, json};
-use switchboard::signaling::{MAX_FRAME_BYTES, connection_id, refuse, send, ws_response};
+use switchboard::signaling::{connection_id, parse_frame, refuse, send, ws_response};
 use switchboard::{ApiError, Deps};
 
 #[tracing::instrument(skip_all, fields(connection = event.request_context.connection_id))]
@@ -19,14 +19,7 @@ pub async fn handler(
 
 async fn answer(deps: &Deps, event: &ApiGatewayWebsocketProxyRequest) -> Result<(), ApiError> {
     let connection = connection_id(event)?;
-    let body = event.body.as_deref().unwrap_or_default();
-    if body.len() > MAX_FRAME_BYTES {
-        return Err(ApiError::bad_request(format!(
-            "Frame exceeds {MAX_FRAME_BYTES} bytes"
-        )));
-    }
-    let frame: Value =
-        serde_json::from_str(body).map_err(|_| ApiError::bad_request("Malformed JSON"))?;
+    let frame = parse_frame(event)?;
     match frame.get("action").and_then(Value::as_str) {
         Some("ping") => {
             send(

@@ -37,16 +37,20 @@ pub fn connection_id(event: &ApiGatewayWebsocketProxyRequest) -> Result<&str, Ap
         .ok_or_else(|| ApiError::bad_request("event has no connectionId"))
 }
 
-/// The `data` object of an inbound frame `{"action": ..., "data": {...}}`.
-pub fn frame_data(event: &ApiGatewayWebsocketProxyRequest) -> Result<Map<String, Value>, ApiError> {
+/// An inbound frame, within API Gateway's size limit and valid JSON.
+pub fn parse_frame(event: &ApiGatewayWebsocketProxyRequest) -> Result<Value, ApiError> {
     let body = event.body.as_deref().unwrap_or_default();
     if body.len() > MAX_FRAME_BYTES {
         return Err(ApiError::bad_request(format!(
             "Frame exceeds {MAX_FRAME_BYTES} bytes"
         )));
     }
-    let frame: Value =
-        serde_json::from_str(body).map_err(|_| ApiError::bad_request("Malformed JSON"))?;
+    serde_json::from_str(body).map_err(|_| ApiError::bad_request("Malformed JSON"))
+}
+
+/// The `data` object of an inbound frame `{"action": ..., "data": {...}}`.
+pub fn frame_data(event: &ApiGatewayWebsocketProxyRequest) -> Result<Map<String, Value>, ApiError> {
+    let frame = parse_frame(event)?;
     match frame.get("data") {
         Some(Value::Object(data)) => Ok(data.clone()),
         None | Some(Value::Null) => Ok(Map::new()),
