@@ -45,9 +45,21 @@ async fn get_room_id_and_claim_room_follow_the_spec() {
         .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(
-        body,
-        serde_json::json!({"roomId": room, "id": room}),
+        (body["roomId"].as_str(), body["id"].as_str()),
+        (Some(room.as_str()), Some(room.as_str())),
         "id beside roomId"
+    );
+    // Room clients get the signaling URL and TURN credentials for the room, like find-match.
+    assert_eq!(body["signalingUrl"].as_str(), Some(t.stack.ws_url.as_str()));
+    let turn = body["iceServers"]
+        .as_array()
+        .and_then(|servers| servers.iter().find(|s| s.get("credential").is_some()))
+        .unwrap_or_else(|| panic!("a TURN entry: {body}"));
+    assert!(
+        turn["username"]
+            .as_str()
+            .is_some_and(|u| u.ends_with(&format!(":{room}"))),
+        "TURN user is the room: {turn}"
     );
 
     for path in ["myRoom", "%2FmyRoom", "%2FmyRoom%2F"] {

@@ -69,17 +69,17 @@ async fn region_filter_and_busy_hosts() {
     );
     let (status, body) = t.find_match(Some("us-east-1")).await;
     assert_eq!((status, body["roomId"].as_str()), (200, Some("r-east")));
-    // A heartbeat without status means idle.
+    // A registration without status means idle.
     let (status, _) = t
         .call(
             "POST",
             "/api/host/heartbeat",
-            Some(r#"{"hostId":"h-west","roomId":"r-west","region":"us-west-1"}"#),
+            Some(r#"{"hostId":"h-north","roomId":"r-north","region":"us-west-1"}"#),
             Some(HOST_KEY),
         )
         .await;
     assert_eq!(status, 200);
-    assert_eq!(t.find_match(None).await.1["roomId"], "r-west");
+    assert_eq!(t.find_match(None).await.1["roomId"], "r-north");
     assert_eq!(
         t.status("nobody", "idle").await,
         (
@@ -145,6 +145,51 @@ async fn a_reserved_host_stays_reserved_until_status_or_lease() {
         "room-1",
         "after the lease an idle heartbeat makes it matchable"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_busy_host_stays_busy_until_status_idle() {
+    let t = TestStack::start().await;
+    t.heartbeat("h1", "room-1", "local", "idle").await;
+    assert_eq!(t.status("h1", "busy").await.0, 200);
+    // Real hosts (the CloudGaming host) keep sending `idle`; others send no status at all.
+    t.clock.advance(10);
+    assert_eq!(t.heartbeat("h1", "room-1", "local", "idle").await.0, 200);
+    assert_eq!(
+        t.find_match(None).await.0,
+        404,
+        "an idle heartbeat never returns a busy host to matching"
+    );
+    t.clock.advance(10);
+    let body = serde_json::json!({ "hostId": "h1", "roomId": "room-1", "region": "local" });
+    let (status, _) = t
+        .call(
+            "POST",
+            "/api/host/heartbeat",
+            Some(&body.to_string()),
+            Some(HOST_KEY),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        t.find_match(None).await.0,
+        404,
+        "nor does a heartbeat without status"
+    );
+    t.clock.advance(25);
+    assert_eq!(t.find_match(None).await.0, 404, "still busy well past a lease");
+    assert_eq!(t.status("h1", "idle").await.0, 200);
+    assert_eq!(
+        t.find_match(None).await.1["roomId"],
+        "room-1",
+        "status idle makes it matchable"
+    );
+
+    // An entry that expired registers afresh: a heartbeat after 31 s of silence starts idle.
+    assert_eq!(t.status("h1", "busy").await.0, 200);
+    t.clock.advance(31);
+    assert_eq!(t.heartbeat("h1", "room-1", "local", "idle").await.0, 200);
+    assert_eq!(t.find_match(None).await.1["roomId"], "room-1");
 }
 
 #[tokio::test(flavor = "multi_thread")]

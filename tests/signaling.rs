@@ -449,8 +449,17 @@ async fn leaving_notifies_exactly_the_room() {
     assert_eq!(sfu.recv("bob leaving again").await["clientId"], "bob");
     assert_eq!(carol.recv("bob leaving again").await["clientId"], "bob");
 
-    // The SFU leaves: its clients hear it, and the room is gone.
+    // The SFU's socket closes: nobody is told while it may come back (the reconnect grace).
     sfu.close().await;
+    carol.expect_silence(QUIET).await;
+    assert_eq!(
+        t.call("GET", "/getRoomId?urlPath=team", None, None).await.0,
+        200,
+        "the room outlives its SFU's socket"
+    );
+    // The grace lapses: the sweeper tells its clients, and the room is gone.
+    t.clock.advance(31);
+    assert_eq!(t.stack.sweep().await.ended, [room.clone()]);
     assert_eq!(
         carol.recv("the SFU leaving").await,
         json!({ "type": "sfuDisconnect", "sfuId": room })

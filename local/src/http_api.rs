@@ -17,7 +17,7 @@ use switchboard::Deps;
 
 use crate::template::HttpRoute;
 
-pub const CORS_METHODS: &str = "GET,PUT,POST,PATCH,OPTIONS";
+pub const CORS_METHODS: &str = "GET,PUT,POST,PATCH,DELETE,OPTIONS";
 pub const CORS_HEADERS: &str = "authorization,content-type";
 
 pub struct HttpState {
@@ -51,6 +51,7 @@ pub async fn invoke(
         "heartbeat" => heartbeat::handler(deps, event).await,
         "status" => status::handler(deps, event).await,
         "find-match" => find_match::handler(deps, event).await,
+        "delete-room" => delete_room::handler(deps, event).await,
         _ => return None,
     })
 }
@@ -58,7 +59,13 @@ pub async fn invoke(
 pub fn known_function(function: &str) -> bool {
     matches!(
         function,
-        "get-room-id" | "claim-room" | "create-room" | "heartbeat" | "status" | "find-match"
+        "get-room-id"
+            | "claim-room"
+            | "create-room"
+            | "heartbeat"
+            | "status"
+            | "find-match"
+            | "delete-room"
     )
 }
 
@@ -87,13 +94,15 @@ pub async fn serve(
     } else if let Some(page) = state.pages.as_ref().and_then(|p| p.get(uri.path())) {
         page
     } else {
-        match state
-            .routes
-            .iter()
-            .find(|r| r.method == method.as_str() && r.path == uri.path())
-        {
-            Some(route) => {
-                let event = event_for(route, &method, &uri, &headers, &body, peer);
+        let matched = state.routes.iter().find_map(|r| {
+            (r.method == method.as_str())
+                .then(|| path_parameters(&r.path, uri.path()))
+                .flatten()
+                .map(|parameters| (r, parameters))
+        });
+        match matched {
+            Some((route, parameters)) => {
+                let event = event_for(route, &parameters, &method, &uri, &headers, &body, peer);
                 match event {
                     Ok(event) => match invoke(&route.function, &state.deps, event).await {
                         Some(reply) => to_response(reply),
@@ -134,8 +143,38 @@ fn preflight(origin: Option<&str>) -> Response {
     response
 }
 
+/// Matches a request path against a route path with `{name}` segments, as API Gateway does;
+/// returns the path parameters (URL-decoded).
+fn path_parameters(template: &str, path: &str) -> Option<BTreeMap<String, String>> {
+    let (wanted, got): (Vec<&str>, Vec<&str>) = (template.split('/').collect(), path.split('/').collect());
+    if wanted.len() != got.len() {
+        return None;
+    }
+    let mut parameters = BTreeMap::new();
+    for (w, g) in wanted.iter().zip(&got) {
+        match w.strip_prefix('{').and_then(|w| w.strip_suffix('}')) {
+            Some(name) if !g.is_empty() => {
+                let value = percent_decode(g)?;
+                parameters.insert(name.to_string(), value);
+            }
+            Some(_) => return None,
+            None if w == g => {}
+            None => return None,
+        }
+    }
+    Some(parameters)
+}
+
+fn percent_decode(segment: &str) -> Option<String> {
+    let pairs: Vec<(String, String)> =
+        serde_urlencoded::from_str(&format!("v={}", segment.replace('+', "%2B"))).ok()?;
+    pairs.into_iter().next().map(|(_, v)| v)
+}
+
+#[allow(clippy::too_many_arguments)]
 fn event_for(
     route: &HttpRoute,
+    path_parameters: &BTreeMap<String, String>,
     method: &Method,
     uri: &Uri,
     headers: &HeaderMap,
@@ -186,6 +225,7 @@ fn event_for(
         "rawQueryString": raw_query,
         "headers": header_map,
         "queryStringParameters": if query.is_empty() { Value::Null } else { json!(query) },
+        "pathParameters": if path_parameters.is_empty() { Value::Null } else { json!(path_parameters) },
         "requestContext": {
             "accountId": "000000000000",
             "apiId": "local",

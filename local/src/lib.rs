@@ -70,6 +70,9 @@ pub struct StackOptions {
     pub ecs_task_definition: String,
     /// Sees each RunTask before it is answered; the reply waits for the acknowledgement.
     pub launch_gate: Option<LaunchGate>,
+    /// How often the sweeper runs (`--sweep-interval-seconds`); `None`: only when a test calls
+    /// `Stack::sweep`.
+    pub sweep_interval: Option<std::time::Duration>,
 }
 
 /// A RunTask observed before it is answered: its container environment, and the sender to
@@ -95,6 +98,7 @@ impl StackOptions {
             ecs_cluster: DEFAULT_CLUSTER.into(),
             ecs_task_definition: DEFAULT_TASK_DEFINITION.into(),
             launch_gate: None,
+            sweep_interval: None,
         }
     }
 }
@@ -252,6 +256,23 @@ impl Stack {
             .fallback(any(ecs::endpoint))
             .with_state(ecs.clone());
 
+        let mut servers = vec![
+            serve(http_listener, http_app),
+            serve(ws_listener, ws_app),
+            serve(ecs_listener, ecs_app),
+        ];
+        if let Some(interval) = options.sweep_interval {
+            // As EventBridge invokes the sweeper: on a schedule, whatever the last run did.
+            let deps = deps.clone();
+            servers.push(tokio::spawn(async move {
+                let mut ticks = tokio::time::interval(interval);
+                ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    ticks.tick().await;
+                    sweeper::handler(&deps, serde_json::json!({})).await;
+                }
+            }));
+        }
         Ok(Self {
             http_url,
             ws_url,
@@ -259,12 +280,13 @@ impl Stack {
             deps,
             ecs,
             ws,
-            servers: vec![
-                serve(http_listener, http_app),
-                serve(ws_listener, ws_app),
-                serve(ecs_listener, ecs_app),
-            ],
+            servers,
         })
+    }
+
+    /// Runs the sweeper once, as its schedule would.
+    pub async fn sweep(&self) -> switchboard::lifecycle::SweepReport {
+        sweeper::handler(&self.deps, serde_json::json!({})).await
     }
 
     /// The tasks the ECS endpoint has started, with their container environment.

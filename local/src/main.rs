@@ -10,7 +10,8 @@ use switchboard_local::{Stack, StackOptions};
 use tokio::signal::unix::{SignalKind, signal};
 
 const USAGE: &str = "usage: switchboard-local [--http-port N] [--ws-port N] [--ecs-port N] \
-[--dynamodb-endpoint URL] [--task-command CMD] [--ecs-capacity N] [--template PATH] [--table-prefix P]";
+[--dynamodb-endpoint URL] [--task-command CMD] [--ecs-capacity N] [--sweep-interval-seconds N] \
+[--template PATH] [--table-prefix P]";
 
 struct Args {
     http_port: u16,
@@ -19,6 +20,7 @@ struct Args {
     dynamodb_endpoint: Option<String>,
     task_command: Option<String>,
     ecs_capacity: Option<usize>,
+    sweep_interval_seconds: u64,
     template: Option<PathBuf>,
     table_prefix: String,
 }
@@ -31,6 +33,7 @@ fn parse_args() -> Result<Args, String> {
         dynamodb_endpoint: None,
         task_command: None,
         ecs_capacity: None,
+        sweep_interval_seconds: 60,
         template: None,
         table_prefix: String::new(),
     };
@@ -58,6 +61,15 @@ fn parse_args() -> Result<Args, String> {
                         .parse()
                         .map_err(|_| format!("--ecs-capacity: {value:?} is not a number"))?,
                 )
+            }
+            "--sweep-interval-seconds" => {
+                args.sweep_interval_seconds = value
+                    .parse()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| {
+                        format!("--sweep-interval-seconds: {value:?} is not a positive number")
+                    })?
             }
             "--template" => args.template = Some(PathBuf::from(value)),
             "--table-prefix" => args.table_prefix = value,
@@ -140,6 +152,9 @@ async fn run(args: Args) -> Result<(), String> {
     options.task_command = args.task_command;
     options.ecs_capacity = args.ecs_capacity;
     options.table_prefix = args.table_prefix;
+    options.sweep_interval = Some(std::time::Duration::from_secs(
+        args.sweep_interval_seconds,
+    ));
     if let Some(template) = args.template {
         options.template = template;
     }

@@ -1,9 +1,10 @@
-//! `GET /getRoomId?urlPath=P`: the room a page's URL path belongs to.
+//! `GET /getRoomId?urlPath=P`: the room a page's URL path belongs to, with the signaling URL
+//! and ICE servers (TURN credentials for the room) the page connects with.
 
 use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
-use serde_json::{Value, json};
+use serde_json::Value;
 use switchboard::http::{ErrorStyle, query, respond};
-use switchboard::{ApiError, Deps, validate};
+use switchboard::{ApiError, Deps, turn, validate};
 
 const STYLE: ErrorStyle = ErrorStyle::Rooms {
     internal: "Something broke on the server",
@@ -21,5 +22,5 @@ async fn get_room_id(deps: &Deps, event: &ApiGatewayV2httpRequest) -> Result<Val
         .room_for_path(&url_path)
         .await?
         .ok_or_else(|| ApiError::not_found("Room not found"))?;
-    Ok(json!({ "roomId": room_id, "id": room_id }))
+    turn::room_answer(deps, &room_id)
 }

@@ -3,7 +3,7 @@
 
 use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
 use serde_json::{Map, Value, json};
-use switchboard::model::{JoinOutcome, Role, Room, RoomKind};
+use switchboard::model::{JoinOutcome, Role, Room, RoomKind, RoomState, SfuProof};
 use switchboard::signaling::{connection_id, frame_data, optional_str, refuse, send, ws_response};
 use switchboard::{ApiError, Deps, validate};
 
@@ -64,10 +64,13 @@ async fn identify(deps: &Deps, event: &ApiGatewayWebsocketProxyRequest) -> Resul
     match role {
         Role::Client => {}
         Role::Sfu => {
-            let token = optional_str(&data, "token")?.unwrap_or_default();
+            let proof = match optional_str(&data, "token")? {
+                Some(token) => SfuProof::Token(token),
+                None => SfuProof::FirstIdentify,
+            };
             if deps
                 .store
-                .attach_sfu(&room_id, token, &peer_id, connection)
+                .attach_sfu(&room_id, proof, &peer_id, connection)
                 .await?
                 .is_none()
             {
@@ -98,9 +101,24 @@ async fn authorize(
     match role {
         Role::Client => room.ok_or_else(|| ApiError::not_found("Room not found")),
         Role::Sfu => {
-            let token = optional_str(data, "token")?.ok_or(ApiError::Unauthorized)?;
-            room.filter(|r| r.token_matches(token))
-                .ok_or(ApiError::Unauthorized)
+            let room = room.ok_or(ApiError::Unauthorized)?;
+            let proven = match optional_str(data, "token")? {
+                Some(token) => room.token_matches(token),
+                // The stock Arbiter SFU sends no token: allowed, when configured, only for the
+                // first identify of a room still starting (its id went only to the operator
+                // and the task). Every later identify, reconnects included, needs the token.
+                None => {
+                    deps.config.sfu_token_optional
+                        && room.kind == RoomKind::Sfu
+                        && room.state == RoomState::Starting
+                        && !room.identified
+                }
+            };
+            if proven {
+                Ok(room)
+            } else {
+                Err(ApiError::Unauthorized)
+            }
         }
         Role::Host => {
             let host_id = optional_str(data, "hostId")?.ok_or(ApiError::Unauthorized)?;

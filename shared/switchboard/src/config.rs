@@ -6,6 +6,9 @@ use thiserror::Error;
 
 pub const DEFAULT_REGIONS: &str = "us-east-1,us-west-1,eu-central,local";
 
+/// Upper bound of `SWITCHBOARD_WARM_ROOMS`: a typo must not start a thousand tasks.
+pub const MAX_WARM_ROOMS: u32 = 100;
+
 #[derive(Debug, Error)]
 pub enum ConfigError {
     #[error("environment variable {0} is required")]
@@ -73,6 +76,14 @@ pub struct Config {
     pub ws_management_endpoint: Option<String>,
     pub ecs: Option<EcsSettings>,
     pub allowed_origins: Vec<String>,
+    /// A server that never identified is ended after this (SPEC "Server lifecycle").
+    pub start_timeout_seconds: i64,
+    /// A server whose socket is gone may identify again within this and keep its room.
+    pub reconnect_grace_seconds: i64,
+    /// SFU rooms kept starting or ready and unclaimed.
+    pub warm_rooms: u32,
+    /// The first identify of a still-`starting` room may omit the token (stock Arbiter SFU).
+    pub sfu_token_optional: bool,
 }
 
 impl Config {
@@ -133,6 +144,25 @@ impl Config {
                 },
             }),
         };
+        let warm_rooms = match get("SWITCHBOARD_WARM_ROOMS") {
+            None => 0,
+            Some(v) => v.parse::<u32>().ok().filter(|n| *n <= MAX_WARM_ROOMS).ok_or_else(|| {
+                ConfigError::Invalid {
+                    name: "SWITCHBOARD_WARM_ROOMS",
+                    reason: format!("{v:?} is not a number from 0 to {MAX_WARM_ROOMS}"),
+                }
+            })?,
+        };
+        let sfu_token_optional = match get("SWITCHBOARD_SFU_TOKEN_OPTIONAL").as_deref() {
+            None | Some("false") => false,
+            Some("true") => true,
+            Some(other) => {
+                return Err(ConfigError::Invalid {
+                    name: "SWITCHBOARD_SFU_TOKEN_OPTIONAL",
+                    reason: format!("{other:?} is neither true nor false"),
+                });
+            }
+        };
         let allowed_origins = match get("SWITCHBOARD_ALLOWED_ORIGINS") {
             Some(v) => split_list(&v),
             None => vec!["*".to_string()],
@@ -152,6 +182,10 @@ impl Config {
             ws_management_endpoint: get("SWITCHBOARD_WS_MANAGEMENT_ENDPOINT"),
             ecs,
             allowed_origins,
+            start_timeout_seconds: seconds("SWITCHBOARD_START_TIMEOUT_SECONDS", 600)?,
+            reconnect_grace_seconds: seconds("SWITCHBOARD_RECONNECT_GRACE_SECONDS", 30)?,
+            warm_rooms,
+            sfu_token_optional,
         })
     }
 }

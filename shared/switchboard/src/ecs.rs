@@ -1,33 +1,79 @@
-//! createRoom's launch of an SFU task on ECS Fargate.
+//! The ECS calls of the server lifecycle: launching a server's task, stopping it, and finding
+//! the tasks Switchboard started (for the sweeper's orphan check).
 
 use aws_sdk_ecs::Client;
+use aws_sdk_ecs::error::ProvideErrorMetadata;
 use aws_sdk_ecs::types::{
-    AssignPublicIp, AwsVpcConfiguration, ContainerOverride, KeyValuePair, LaunchType,
-    NetworkConfiguration, TaskOverride,
+    AssignPublicIp, AwsVpcConfiguration, ContainerOverride, DesiredStatus, KeyValuePair,
+    LaunchType, NetworkConfiguration, TaskOverride,
 };
 use thiserror::Error;
 
 use crate::config::EcsSettings;
 use crate::error::error_chain;
 
+/// ECS's limit on `startedBy`.
+pub const MAX_STARTED_BY: usize = 128;
+/// DescribeTasks takes at most this many tasks per call.
+const DESCRIBE_BATCH: usize = 100;
+
 #[derive(Debug, Error)]
 pub enum LaunchError {
     #[error("ECS is not configured (SWITCHBOARD_ECS_CLUSTER)")]
     NotConfigured,
+    /// The request failed; a task may or may not have started (the sweeper finds out).
     #[error("RunTask failed: {0}")]
     Request(String),
+    /// ECS answered that it started nothing (capacity, placement): nothing to clean up.
     #[error("RunTask reported failures: {0}")]
     Failures(String),
+    /// ECS refused the request (a client error such as an unknown cluster): nothing started.
+    #[error("RunTask was refused: {0}")]
+    Refused(String),
     #[error("RunTask returned no task")]
     NoTask,
 }
 
-/// Runs one task of the configured definition with `environment` set on its container;
-/// returns the task ARN. A non-empty `failures` list is a failure.
+impl LaunchError {
+    /// Whether ECS said for certain that no task was started.
+    pub fn nothing_started(&self) -> bool {
+        matches!(
+            self,
+            Self::NotConfigured | Self::Failures(_) | Self::Refused(_) | Self::NoTask
+        )
+    }
+}
+
+#[derive(Debug, Error)]
+#[error("ECS {operation} failed: {detail}")]
+pub struct EcsError {
+    pub operation: &'static str,
+    pub detail: String,
+}
+
+fn ecs_error<E>(operation: &'static str, e: E) -> EcsError
+where
+    E: std::error::Error + 'static,
+{
+    EcsError {
+        operation,
+        detail: error_chain(&e),
+    }
+}
+
+/// One task launch: the server it is for (`startedBy`, and the idempotency token, so a
+/// retried RunTask never starts a second task) and its container environment.
+pub struct Launch<'a> {
+    pub server_id: &'a str,
+    pub environment: &'a [(&'a str, String)],
+}
+
+/// Runs one task of the configured definition; returns the task ARN. A non-empty `failures`
+/// list is a failure.
 pub async fn run_task(
     ecs: &Client,
     settings: Option<&EcsSettings>,
-    environment: &[(&str, String)],
+    launch: Launch<'_>,
 ) -> Result<String, LaunchError> {
     let settings = settings.ok_or(LaunchError::NotConfigured)?;
     let vpc = AwsVpcConfiguration::builder()
@@ -43,7 +89,8 @@ pub async fn run_task(
     let container = ContainerOverride::builder()
         .name(&settings.container)
         .set_environment(Some(
-            environment
+            launch
+                .environment
                 .iter()
                 .map(|(name, value)| KeyValuePair::builder().name(*name).value(value).build())
                 .collect(),
@@ -65,10 +112,22 @@ pub async fn run_task(
                 .container_overrides(container)
                 .build(),
         )
-        .started_by("switchboard")
+        .started_by(launch.server_id)
+        .client_token(launch.server_id)
         .send()
         .await
-        .map_err(|e| LaunchError::Request(error_chain(&e)))?;
+        .map_err(|e| {
+            // A 4xx answer is ECS refusing the request; anything else (a timeout, a 5xx, a
+            // lost connection) leaves open whether a task started.
+            let refused = e
+                .raw_response()
+                .is_some_and(|r| r.status().is_client_error());
+            if refused {
+                LaunchError::Refused(error_chain(&e))
+            } else {
+                LaunchError::Request(error_chain(&e))
+            }
+        })?;
     if !out.failures().is_empty() {
         let reasons: Vec<String> = out
             .failures()
@@ -88,4 +147,135 @@ pub async fn run_task(
         .and_then(|t| t.task_arn())
         .map(String::from)
         .ok_or(LaunchError::NoTask)
+}
+
+/// Stops a task (ECS sends SIGTERM, then SIGKILL after the container's stop timeout).
+/// A task ECS no longer knows counts as stopped.
+pub async fn stop_task(
+    ecs: &Client,
+    settings: &EcsSettings,
+    task_arn: &str,
+    reason: &str,
+) -> Result<(), EcsError> {
+    let result = ecs
+        .stop_task()
+        .cluster(&settings.cluster)
+        .task(task_arn)
+        .reason(reason)
+        .send()
+        .await;
+    match result {
+        Ok(_) => Ok(()),
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.code() == Some("InvalidParameterException")) =>
+        {
+            tracing::info!(
+                task_arn,
+                "StopTask: ECS does not know the task; it is not running"
+            );
+            Ok(())
+        }
+        Err(e) => Err(ecs_error("StopTask", e)),
+    }
+}
+
+/// A task as the sweeper needs it.
+#[derive(Clone, Debug)]
+pub struct TaskInfo {
+    pub task_arn: String,
+    pub started_by: Option<String>,
+    pub running: bool,
+}
+
+/// Every task of the cluster that is meant to run (`desiredStatus` RUNNING), all pages, at
+/// most `limit` of them.
+pub async fn running_tasks(
+    ecs: &Client,
+    settings: &EcsSettings,
+    limit: usize,
+) -> Result<Vec<TaskInfo>, EcsError> {
+    let mut arns = Vec::new();
+    let mut token = None;
+    loop {
+        let out = ecs
+            .list_tasks()
+            .cluster(&settings.cluster)
+            .desired_status(DesiredStatus::Running)
+            .set_next_token(token)
+            .send()
+            .await
+            .map_err(|e| ecs_error("ListTasks", e))?;
+        arns.extend(out.task_arns().iter().cloned());
+        token = out.next_token().map(String::from);
+        if token.is_none() || arns.len() >= limit {
+            break;
+        }
+    }
+    arns.truncate(limit);
+    describe(ecs, settings, &arns).await
+}
+
+/// The tasks with these ARNs; one ECS no longer knows is reported as not running.
+pub async fn describe(
+    ecs: &Client,
+    settings: &EcsSettings,
+    task_arns: &[String],
+) -> Result<Vec<TaskInfo>, EcsError> {
+    let mut tasks = Vec::new();
+    for batch in task_arns.chunks(DESCRIBE_BATCH) {
+        let out = ecs
+            .describe_tasks()
+            .cluster(&settings.cluster)
+            .set_tasks(Some(batch.to_vec()))
+            .send()
+            .await
+            .map_err(|e| ecs_error("DescribeTasks", e))?;
+        for task in out.tasks() {
+            let Some(arn) = task.task_arn() else { continue };
+            tasks.push(TaskInfo {
+                task_arn: arn.to_string(),
+                started_by: task.started_by().map(String::from),
+                running: task.desired_status() != Some("STOPPED")
+                    && task.last_status() != Some("STOPPED"),
+            });
+        }
+        for failure in out.failures() {
+            if let Some(arn) = failure.arn() {
+                tasks.push(TaskInfo {
+                    task_arn: arn.to_string(),
+                    started_by: None,
+                    running: false,
+                });
+            }
+        }
+    }
+    Ok(tasks)
+}
+
+/// Tasks of the cluster started for `server_id` (its `startedBy`) that are meant to run.
+pub async fn tasks_started_by(
+    ecs: &Client,
+    settings: &EcsSettings,
+    server_id: &str,
+) -> Result<Vec<String>, EcsError> {
+    let mut arns = Vec::new();
+    let mut token = None;
+    loop {
+        let out = ecs
+            .list_tasks()
+            .cluster(&settings.cluster)
+            .started_by(server_id)
+            .desired_status(DesiredStatus::Running)
+            .set_next_token(token)
+            .send()
+            .await
+            .map_err(|e| ecs_error("ListTasks", e))?;
+        arns.extend(out.task_arns().iter().cloned());
+        token = out.next_token().map(String::from);
+        if token.is_none() {
+            break;
+        }
+    }
+    Ok(arns)
 }

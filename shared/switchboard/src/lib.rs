@@ -6,6 +6,7 @@ pub mod deps;
 pub mod ecs;
 pub mod error;
 pub mod http;
+pub mod lifecycle;
 pub mod model;
 pub mod signaling;
 pub mod sockets;

@@ -109,7 +109,10 @@ pub async fn refuse(
     ws_response(status)
 }
 
-/// Removes a connection's records without telling anyone (its socket is gone).
+/// Removes a connection's records without telling anyone (its socket is gone). Returns the
+/// membership whose departure is news to the room: a client's. A serving peer (SFU, host)
+/// leaving is not news yet: its room waits out the reconnect grace, and the sweeper tells the
+/// room if it does not come back.
 async fn forget(
     deps: &Deps,
     connection_id: &str,
@@ -118,46 +121,58 @@ async fn forget(
         return Ok(None);
     };
     match connection.membership {
-        Some((room_id, peer_id, role)) if role.is_serving() => {
-            // Only the room's current serving peer leaving is news; a replaced one is not.
-            let was_serving = deps
-                .store
-                .detach_serving_peer(&room_id, connection_id)
+        Some((room_id, _, role)) if role.is_serving() => {
+            deps.store
+                .detach_serving_peer(
+                    &room_id,
+                    connection_id,
+                    deps.config.reconnect_grace_seconds,
+                )
                 .await?;
-            Ok(was_serving.then_some((room_id, peer_id, role)))
+            Ok(None)
         }
         membership => Ok(membership),
     }
 }
 
-/// A connection leaves (explicitly or because its socket closed): its records go, and the
-/// room's remaining members hear `clientDisconnect` or, for the serving peer, `sfuDisconnect`.
+/// A connection leaves (explicitly or because its socket closed): its records go, and when a
+/// client leaves the room's remaining members hear `clientDisconnect`. A serving peer's
+/// departure starts its room's reconnect grace instead (see `forget`).
 pub async fn depart(
     deps: &Deps,
     context: &ApiGatewayWebsocketProxyRequestContext,
     connection_id: &str,
 ) -> Result<(), StoreError> {
-    let Some((room_id, peer_id, role)) = forget(deps, connection_id).await? else {
+    let Some((room_id, peer_id, _)) = forget(deps, connection_id).await? else {
         return Ok(());
     };
-    let notice = if role.is_serving() {
-        json!({ "type": "sfuDisconnect", "sfuId": peer_id })
-    } else {
-        json!({ "type": "clientDisconnect", "clientId": peer_id })
-    };
-    for member in deps.store.members(&room_id).await? {
-        if member.connection_id == connection_id {
+    let notice = json!({ "type": "clientDisconnect", "clientId": peer_id });
+    notify_members(deps, Some(context), &room_id, Some(connection_id), &notice).await
+}
+
+/// Posts `notice` to every live member of `room_id` but `except`. A member that is gone too is
+/// removed quietly; the others still hear it.
+pub async fn notify_members(
+    deps: &Deps,
+    context: Option<&ApiGatewayWebsocketProxyRequestContext>,
+    room_id: &str,
+    except: Option<&str>,
+    notice: &Value,
+) -> Result<(), StoreError> {
+    for member in deps.store.members(room_id).await? {
+        if Some(member.connection_id.as_str()) == except {
             continue;
         }
-        // A member that is gone too is removed quietly; the others still hear of it.
         match deps
             .sockets
-            .post(Some(context), &member.connection_id, &notice)
+            .post(context, &member.connection_id, notice)
             .await
         {
             Ok(Delivery::Delivered) => {}
             Ok(Delivery::Gone) => {
-                forget(deps, &member.connection_id).await?;
+                if let Err(e) = forget(deps, &member.connection_id).await {
+                    tracing::warn!(error = %e, member = member.connection_id, "could not remove a gone member");
+                }
             }
             Err(e) => {
                 tracing::warn!(error = %e, member = member.connection_id, "notice not delivered")

@@ -64,9 +64,10 @@ pub struct MatchOutcome {
 }
 
 impl Store {
-    /// Registers or refreshes a host: its room is held for it, its liveness runs
-    /// `ttl_seconds` from now, and its status applies unless a reservation still holds
-    /// (an `idle` heartbeat cannot undo a match).
+    /// Registers or refreshes a host: its room is held for it and its liveness runs
+    /// `ttl_seconds` from now. A new registration takes `status`; for a live host a heartbeat
+    /// may move it to busy but never back to idle (only `status idle` does), and never undoes
+    /// a match.
     pub async fn heartbeat(
         &self,
         host_id: &str,
@@ -92,13 +93,17 @@ impl Store {
             .expression_attribute_values(":status", s(status.as_str()))
             .expression_attribute_values(":exp", n(expires_at));
         let full = match status {
+            // Status persists across heartbeats: `idle` (or no status) registers a new host as
+            // idle, but never returns a live busy or reserved host to matching; only
+            // `status idle`, or the entry expiring, does.
             HostStatus::Idle => full
                 .update_expression(
                     "SET roomId = :room, #region = :region, #status = :status, expiresAt = :exp, \
                      idleRegion = :region REMOVE reservedUntil",
                 )
                 .condition_expression(
-                    "attribute_not_exists(reservedUntil) OR reservedUntil <= :now",
+                    "attribute_not_exists(hostId) OR expiresAt <= :now OR \
+                     (#status = :status AND (attribute_not_exists(reservedUntil) OR reservedUntil <= :now))",
                 )
                 .expression_attribute_values(":now", n(now)),
             // Busy needs no guard: it takes the host out of matching whatever else holds.
@@ -112,7 +117,8 @@ impl Store {
             Err(e) if condition_failed(&e) => {}
             Err(e) => return Err(dynamo_error(e)),
         }
-        // Reserved: refresh liveness only; the reservation stands until status or its lease.
+        // Busy or reserved: refresh liveness only; the status stands until a status call, and a
+        // reservation until a status call or its lease.
         self.client
             .update_item()
             .table_name(&self.tables.hosts)

@@ -11,7 +11,7 @@ mod rooms;
 mod sockets;
 
 pub use hosts::{HeartbeatOutcome, HostStatus, MatchOutcome, MatchedHost};
-pub use rooms::{Room, RoomKind, RoomState};
+pub use rooms::{ClaimedRoom, HOST_APP, Room, RoomKind, RoomState, SFU_APP, SfuProof};
 pub use sockets::{Connection, JoinOutcome, Member, Role};
 
 use aws_sdk_dynamodb::Client;
@@ -25,9 +25,6 @@ pub const EXPIRES_AT: &str = "expiresAt";
 /// Connections and members outlive API Gateway's 2 h connection limit, so a live socket's
 /// records are never expired under it; a dead one's go within 10 minutes after that.
 pub const CONNECTION_TTL_SECONDS: i64 = 2 * 3600 + 600;
-
-/// A room launched by createRoom whose SFU never identifies stops existing after this.
-pub const STARTING_ROOM_TTL_SECONDS: i64 = 15 * 60;
 
 /// Access to Switchboard's tables.
 #[derive(Clone, Debug)]

@@ -1,0 +1,14 @@
+use aws_lambda_events::apigw::ApiGatewayV2httpRequest;
+use lambda_runtime::{Error, LambdaEvent, run, service_fn};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    let deps = switchboard::init().await?;
+    let deps = &deps;
+    run(service_fn(
+        move |event: LambdaEvent<ApiGatewayV2httpRequest>| async move {
+            Ok::<_, Error>(delete_room::handler(deps, event.payload).await)
+        },
+    ))
+    .await
+}
