@@ -710,13 +710,71 @@ async fn the_connections_management_api_answers_like_api_gateway() {
             .await
             .is_err()
     );
-    // $disconnect runs for the closed socket: the SFU's room goes.
+    // $disconnect runs for the closed socket: the SFU's room starts its reconnect grace.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while t.store().room(&room).await.unwrap().is_some() {
+    while t
+        .store()
+        .room(&room)
+        .await
+        .unwrap()
+        .is_some_and(|r| r.serving_connection.is_some())
+    {
         assert!(
             tokio::time::Instant::now() < deadline,
-            "$disconnect removed the room"
+            "$disconnect detached the SFU"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_stock_arbiter_sfu_may_omit_its_token_once_when_allowed() {
+    // Default: every SFU identify needs the room's token.
+    let t = TestStack::start().await;
+    let (status, body) = t.call("PUT", "/createRoom", None, Some(OPERATOR_KEY)).await;
+    assert_eq!(status, 200, "{body}");
+    let room = body["roomId"].as_str().unwrap().to_string();
+    let mut sfu = Peer::connect(&t.stack.ws_url, "sfu").await;
+    let answer = sfu.identify(json!({ "id": room, "type": "sfu" })).await;
+    assert_eq!((answer["type"].as_str(), answer["status"].as_u64()), (Some("error"), Some(401)));
+
+    // SWITCHBOARD_SFU_TOKEN_OPTIONAL=true: the first identify of a starting room may omit it.
+    let mut options = options();
+    options
+        .vars
+        .insert("SWITCHBOARD_SFU_TOKEN_OPTIONAL".into(), "true".into());
+    let t = TestStack::start_with(options).await;
+    let (_, body) = t.call("PUT", "/createRoom", None, Some(OPERATOR_KEY)).await;
+    let room = body["roomId"].as_str().unwrap().to_string();
+    let token = t.task_env(&room, "SFU_TOKEN");
+    let mut sfu = Peer::connect(&t.stack.ws_url, "stock sfu").await;
+    assert_eq!(
+        sfu.identify(json!({ "id": room, "type": "sfu" })).await,
+        json!({ "type": "identified", "id": room, "roomId": room })
+    );
+    assert_eq!(
+        t.call("PATCH", "/claimRoom", Some(r#"{"urlPath":"stock"}"#), None)
+            .await
+            .1["roomId"],
+        room.as_str(),
+        "the room is ready"
+    );
+    // Every later identify of that room needs the token: an impostor, and the SFU itself
+    // coming back after losing its socket.
+    let mut impostor = Peer::connect(&t.stack.ws_url, "impostor").await;
+    assert_eq!(
+        impostor.identify(json!({ "id": room, "type": "sfu" })).await["status"],
+        401
+    );
+    sfu.kill();
+    let mut back = Peer::connect(&t.stack.ws_url, "sfu again").await;
+    assert_eq!(
+        back.identify(json!({ "id": room, "type": "sfu" })).await["status"],
+        401
+    );
+    assert_eq!(
+        back.identify(json!({ "id": room, "type": "sfu", "token": token }))
+            .await["type"],
+        "identified"
+    );
 }
