@@ -6,7 +6,8 @@ const p = params();
 $('#path').value = p.path || 'myRoom';
 $('#source').value = p.source || 'camera';
 $('#ws').value = defaultWsUrl(p);
-$('#ice').value = p.ice || '[]';
+$('#ice').value = p.ice || '';
+$('#policy').value = p.policy || 'all';
 
 let signaling = null;
 let link = null;
@@ -18,7 +19,7 @@ async function resolveRoom(urlPath) {
   const query = `/getRoomId?urlPath=${encodeURIComponent(urlPath)}`;
   const first = await api('getRoomId', 'GET', query);
   demo.state.getRoomId = [first.status];
-  if (first.ok) return first.body.roomId ?? first.body.id;
+  if (first.ok) return first.body;
   if (first.status !== 404) throw new Error(`getRoomId failed (${first.status})`);
   const claim = await api('claimRoom', 'PATCH', '/claimRoom', { body: { urlPath } });
   demo.state.claimRoom = { status: claim.status, body: claim.body };
@@ -29,7 +30,7 @@ async function resolveRoom(urlPath) {
   if (!again.ok || (again.body.roomId ?? again.body.id) !== claim.body.roomId) {
     throw new Error(`getRoomId after claimRoom does not return the claimed room: ${JSON.stringify(again.body)}`);
   }
-  return claim.body.roomId;
+  return claim.body;
 }
 
 async function join(e) {
@@ -38,9 +39,14 @@ async function join(e) {
   try {
     const urlPath = $('#path').value.trim();
     setStatus(`resolving the room of ${urlPath}…`);
-    const iceServers = JSON.parse($('#ice').value || '[]');
     fact('urlPath', urlPath);
-    const roomId = await resolveRoom(urlPath);
+    const room = await resolveRoom(urlPath);
+    const roomId = room.roomId ?? room.id;
+    // Switchboard hands room clients TURN credentials for the room, as find-match does.
+    const iceServers = $('#ice').value.trim() ? JSON.parse($('#ice').value) : room.iceServers || [];
+    const policy = $('#policy').value;
+    fact('iceServers', iceServers.map((s) => [].concat(s.urls).join(' ')).join('; ') || 'none');
+    fact('ICE policy', policy);
     fact('roomId', roomId);
     demo.state.roomId = roomId;
 
@@ -72,7 +78,7 @@ async function join(e) {
 
     stream = await localVideo($('#source').value);
     $('#local').srcObject = stream;
-    link = new PeerLink({ signaling, label: 'sfu', type: 'producer', config: { iceServers } });
+    link = new PeerLink({ signaling, label: 'sfu', type: 'producer', config: { iceServers, iceTransportPolicy: policy } });
     for (const track of stream.getTracks()) link.pc.addTrack(track, stream);
     channel = link.pc.createDataChannel('chat');
     channel.onopen = () => {

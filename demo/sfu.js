@@ -83,6 +83,7 @@ async function start(e) {
     const roomId = $('#roomId').value.trim();
     const token = $('#token').value.trim();
     const config = JSON.parse($('#rtc').value || '{"iceServers":[]}');
+    if (p.policy) config.iceTransportPolicy = p.policy;
     fact('roomId', roomId);
     fact('iceServers', (config.iceServers || []).map((s) => [].concat(s.urls).join(' ')).join('; ') || 'none');
     signaling = new Signaling($('#ws').value.trim());

@@ -116,6 +116,30 @@ impl Template {
             })
     }
 
+    /// Functions invoked on a schedule: (binary, schedule expression), as EventBridge runs them.
+    pub fn schedules(&self) -> Result<Vec<(String, String)>, TemplateError> {
+        let mut schedules = Vec::new();
+        for (id, function) in self.resources_of("AWS::Serverless::Function") {
+            let events = function
+                .get("Properties")
+                .and_then(|p| p.get("Events"))
+                .and_then(Value::as_mapping);
+            for (_, event) in events.into_iter().flatten() {
+                if event.get("Type").and_then(Value::as_str) != Some("Schedule") {
+                    continue;
+                }
+                let expression = event
+                    .get("Properties")
+                    .and_then(|p| p.get("Schedule"))
+                    .and_then(text)
+                    .ok_or_else(|| shape(format!("{id}: Schedule event without Schedule")))?;
+                schedules.push((self.binary_of(id)?, expression.to_string()));
+            }
+        }
+        schedules.sort();
+        Ok(schedules)
+    }
+
     pub fn http_routes(&self) -> Result<Vec<HttpRoute>, TemplateError> {
         let mut routes = Vec::new();
         for (id, function) in self.resources_of("AWS::Serverless::Function") {

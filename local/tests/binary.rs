@@ -37,6 +37,7 @@ fn template_declares_the_routes_and_tables_of_the_spec() {
         ("POST", "/api/host/heartbeat", "heartbeat"),
         ("POST", "/api/host/status", "status"),
         ("POST", "/api/find-match", "find-match"),
+        ("DELETE", "/rooms/{roomId}", "delete-room"),
     ]
     .iter()
     .map(|(m, p, f)| (m.to_string(), p.to_string(), f.to_string()))
@@ -68,6 +69,12 @@ fn template_declares_the_routes_and_tables_of_the_spec() {
     .collect();
     expected.sort();
     assert_eq!(ws, expected);
+
+    assert_eq!(
+        template().schedules().unwrap(),
+        [("sweeper".to_string(), "rate(1 minute)".to_string())],
+        "the sweeper runs every minute"
+    );
 
     let mut tables = template().table_ids();
     tables.sort();
@@ -101,8 +108,11 @@ fn secrets_reach_only_the_functions_that_use_them() {
         ),
         ("status", &["SWITCHBOARD_HOST_KEYS"]),
         ("find-match", &["SWITCHBOARD_TURN_SECRET"]),
-        ("get-room-id", &[]),
-        ("claim-room", &[]),
+        // Room clients get TURN credentials; a claim refills the warm pool (RTC_CONFIG).
+        ("get-room-id", &["SWITCHBOARD_TURN_SECRET"]),
+        ("claim-room", &["SWITCHBOARD_TURN_SECRET"]),
+        ("delete-room", &["SWITCHBOARD_OPERATOR_KEYS"]),
+        ("sweeper", &["SWITCHBOARD_TURN_SECRET"]),
         ("connect", &[]),
         ("identify", &[]),
         ("handshake", &[]),

@@ -268,8 +268,11 @@ export async function startStack({ turnPort, turnSecret, hostKey, operatorKey })
     SWITCHBOARD_STUN_URLS: `stun:127.0.0.1:${turnPort}`,
     SWITCHBOARD_HOST_KEYS: hostKey,
     SWITCHBOARD_OPERATOR_KEYS: operatorKey,
+    // A closed SFU page is a lost socket: the room waits this long for it, then the sweeper
+    // (every second here) ends the room.
+    SWITCHBOARD_RECONNECT_GRACE_SECONDS: '2',
   };
-  const child = new Child('switchboard-local', binary, ['--http-port', `${http}`, '--ws-port', `${ws}`, '--ecs-port', `${ecs}`], env);
+  const child = new Child('switchboard-local', binary, ['--http-port', `${http}`, '--ws-port', `${ws}`, '--ecs-port', `${ecs}`, '--sweep-interval-seconds', '1'], env);
   // DynamoDB Local (Java) may be fetched and started first: allow it time.
   const ready = await child.waitForLine(/^ready http=/, 180000);
   const urls = Object.fromEntries(ready.slice('ready '.length).split(' ').map((kv) => kv.split(/=(.*)/s).slice(0, 2)));

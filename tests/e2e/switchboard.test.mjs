@@ -249,6 +249,7 @@ test('rooms: getRoomId 404 → claimRoom → same room; producer offer to the SF
         token: rooms.env.SFU_TOKEN,
         ws: rooms.env.SIGNAL_SERVER_URL,
         rtc: rooms.env.RTC_CONFIG,
+        policy: 'relay',
         autostart: true,
       }),
     );
@@ -259,7 +260,7 @@ test('rooms: getRoomId 404 → claimRoom → same room; producer offer to the SF
     pages.room = await openPage(
       browser,
       'room',
-      demoUrl('room.html', { path: rooms.urlPath, ws: stack.urls.ws, source: 'camera', peerId: rooms.clientId, autostart: true }),
+      demoUrl('room.html', { path: rooms.urlPath, ws: stack.urls.ws, source: 'camera', peerId: rooms.clientId, policy: 'relay', autostart: true }),
     );
     const state = await waitState('room', 'room resolved', (s) => (s.roomId || s.getRoomId?.length > 1 || s.claimRoom?.status >= 300) && s);
     assert.deepEqual(state.getRoomId, [404, 200], `getRoomId statuses ${JSON.stringify(state.getRoomId)}`);
@@ -284,6 +285,14 @@ test('rooms: getRoomId 404 → claimRoom → same room; producer offer to the SF
   await step('the data channel opens and a message makes the round trip', 30000, async () => {
     await waitState('room', 'data channel open', (s) => s.channelOpen);
     await waitState('room', 'reply from the SFU', (s) => s.chat?.some((m) => m.who === 'sfu' && m.text.startsWith('sfu got: hello')));
+  }, describeAll);
+
+  await step("the room client's selected pair is relay ⇄ relay through coturn (getStats)", 30000, async () => {
+    const pair = await waitState('room', 'selected pair', (s) => s.pair?.state === 'succeeded' && s.pair);
+    assert.equal(pair.local.type, 'relay', `client's local candidate is ${pair.local.type}, not relay: ${JSON.stringify(pair)}`);
+    assert.equal(pair.remote.type, 'relay', `client's remote candidate is ${pair.remote.type}, not relay: ${JSON.stringify(pair)}`);
+    assert.equal(pair.local.address, '127.0.0.1', 'the relay candidate is not on the local coturn');
+    console.log(`    pair: ${JSON.stringify(pair.local)} ⇄ ${JSON.stringify(pair.remote)}`);
   }, describeAll);
 
   await step("the client's video is decoded at the SFU page", 30000, async () => {
@@ -311,7 +320,7 @@ test('leaving: clientDisconnect to the host, sfuDisconnect to the client, room n
     assert.equal(again.body.roomId, match.roomId);
   }, describeAll);
 
-  await step('closing the SFU page delivers sfuDisconnect to the client', 15000, async () => {
+  await step('closing the SFU page delivers sfuDisconnect to the client once the reconnect grace lapses', 15000, async () => {
     assert.ok(pages.sfu && !pages.sfu.isClosed(), 'no SFU page (rooms flow did not get that far)');
     await screenshot('sfu');
     await pages.sfu.close();
