@@ -70,6 +70,8 @@ pub struct StackOptions {
     pub ecs_task_definition: String,
     /// Sees each RunTask before it is answered; the reply waits for the acknowledgement.
     pub launch_gate: Option<LaunchGate>,
+    /// How long StopTask (and stopping the stack) waits after SIGTERM before SIGKILL.
+    pub task_stop_timeout: std::time::Duration,
 }
 
 /// A RunTask observed before it is answered: its container environment, and the sender to
@@ -95,6 +97,7 @@ impl StackOptions {
             ecs_cluster: DEFAULT_CLUSTER.into(),
             ecs_task_definition: DEFAULT_TASK_DEFINITION.into(),
             launch_gate: None,
+            task_stop_timeout: std::time::Duration::from_secs(10),
         }
     }
 }
@@ -220,6 +223,7 @@ impl Stack {
             options.task_command.clone(),
             options.ecs_capacity,
             options.launch_gate.clone(),
+            options.task_stop_timeout,
         );
         let ws = Arc::new(ws_api::WsState::new(
             deps.clone(),
@@ -276,7 +280,8 @@ impl Stack {
         self.ws.open_sockets()
     }
 
-    /// Stops the servers and every task the stack started.
+    /// Stops the servers and every task the stack started: SIGTERM to each task's process
+    /// group, SIGKILL after the stop timeout; returns once their processes are gone.
     pub fn stop(&mut self) {
         self.ecs.stop_all();
         for server in self.servers.drain(..) {

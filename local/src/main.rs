@@ -10,7 +10,8 @@ use switchboard_local::{Stack, StackOptions};
 use tokio::signal::unix::{SignalKind, signal};
 
 const USAGE: &str = "usage: switchboard-local [--http-port N] [--ws-port N] [--ecs-port N] \
-[--dynamodb-endpoint URL] [--task-command CMD] [--ecs-capacity N] [--template PATH] [--table-prefix P]";
+[--dynamodb-endpoint URL] [--task-command CMD] [--ecs-capacity N] [--task-stop-timeout-seconds N] \
+[--template PATH] [--table-prefix P]";
 
 struct Args {
     http_port: u16,
@@ -19,6 +20,7 @@ struct Args {
     dynamodb_endpoint: Option<String>,
     task_command: Option<String>,
     ecs_capacity: Option<usize>,
+    task_stop_timeout_seconds: u64,
     template: Option<PathBuf>,
     table_prefix: String,
 }
@@ -31,6 +33,7 @@ fn parse_args() -> Result<Args, String> {
         dynamodb_endpoint: None,
         task_command: None,
         ecs_capacity: None,
+        task_stop_timeout_seconds: 10,
         template: None,
         table_prefix: String::new(),
     };
@@ -58,6 +61,11 @@ fn parse_args() -> Result<Args, String> {
                         .parse()
                         .map_err(|_| format!("--ecs-capacity: {value:?} is not a number"))?,
                 )
+            }
+            "--task-stop-timeout-seconds" => {
+                args.task_stop_timeout_seconds = value.parse().map_err(|_| {
+                    format!("--task-stop-timeout-seconds: {value:?} is not a number")
+                })?
             }
             "--template" => args.template = Some(PathBuf::from(value)),
             "--table-prefix" => args.table_prefix = value,
@@ -139,6 +147,7 @@ async fn run(args: Args) -> Result<(), String> {
     options.clock = Clock::system();
     options.task_command = args.task_command;
     options.ecs_capacity = args.ecs_capacity;
+    options.task_stop_timeout = std::time::Duration::from_secs(args.task_stop_timeout_seconds);
     options.table_prefix = args.table_prefix;
     if let Some(template) = args.template {
         options.template = template;
