@@ -638,6 +638,28 @@ async fn the_example_server_serves_its_room_and_stops_on_sigterm() {
     assert_eq!(answer["description"]["sdp"], format!("answer-from-{room}"));
     assert_eq!(answer["sender"], room.as_str());
 
+    // Its socket dropped (as API Gateway drops sockets at 2 h), it reconnects and identifies
+    // again. (Whether the gateway accepts that identify for a claimed room is the server
+    // lifecycle's business, tested with it.)
+    let room_record = stack
+        .deps
+        .store
+        .room(&room)
+        .await
+        .unwrap()
+        .expect("the room");
+    let connection = room_record
+        .serving_connection
+        .expect("the SFU's connection");
+    let management = stack.ws_url.replacen("ws://", "http://", 1);
+    let closed = http
+        .delete(format!("{management}/@connections/{connection}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(closed.status().as_u16(), 204);
+    wait_for_file(&events, "identified\nreconnecting\n").await;
+
     // StopTask: SIGTERM, a clean exit.
     let arn = created["taskArn"].as_str().expect("taskArn");
     ecs.stop_task()
@@ -649,7 +671,7 @@ async fn the_example_server_serves_its_room_and_stops_on_sigterm() {
     let stopped = wait_status(&ecs, arn, "STOPPED", Duration::from_secs(3)).await;
     assert_eq!(stopped.containers()[0].exit_code(), Some(0));
     let text = std::fs::read_to_string(&events).unwrap();
-    assert!(text.ends_with("sigterm\nexit\n"), "{text:?}");
+    assert!(text.ends_with("reconnecting\nsigterm\nexit\n"), "{text:?}");
     let _ = std::fs::remove_dir_all(dir);
 }
 
