@@ -73,6 +73,8 @@ pub struct StackOptions {
     /// How often the sweeper runs (`--sweep-interval-seconds`); `None`: only when a test calls
     /// `Stack::sweep`.
     pub sweep_interval: Option<std::time::Duration>,
+    /// How long StopTask (and stopping the stack) waits after SIGTERM before SIGKILL.
+    pub task_stop_timeout: std::time::Duration,
 }
 
 /// A RunTask observed before it is answered: its container environment, and the sender to
@@ -99,6 +101,7 @@ impl StackOptions {
             ecs_task_definition: DEFAULT_TASK_DEFINITION.into(),
             launch_gate: None,
             sweep_interval: None,
+            task_stop_timeout: std::time::Duration::from_secs(10),
         }
     }
 }
@@ -224,6 +227,7 @@ impl Stack {
             options.task_command.clone(),
             options.ecs_capacity,
             options.launch_gate.clone(),
+            options.task_stop_timeout,
         );
         let ws = Arc::new(ws_api::WsState::new(
             deps.clone(),
@@ -298,7 +302,8 @@ impl Stack {
         self.ws.open_sockets()
     }
 
-    /// Stops the servers and every task the stack started.
+    /// Stops the servers and every task the stack started: SIGTERM to each task's process
+    /// group, SIGKILL after the stop timeout; returns once their processes are gone.
     pub fn stop(&mut self) {
         self.ecs.stop_all();
         for server in self.servers.drain(..) {

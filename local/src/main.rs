@@ -11,7 +11,7 @@ use tokio::signal::unix::{SignalKind, signal};
 
 const USAGE: &str = "usage: switchboard-local [--http-port N] [--ws-port N] [--ecs-port N] \
 [--dynamodb-endpoint URL] [--task-command CMD] [--ecs-capacity N] [--sweep-interval-seconds N] \
-[--template PATH] [--table-prefix P]";
+[--task-stop-timeout-seconds N] [--template PATH] [--table-prefix P]";
 
 struct Args {
     http_port: u16,
@@ -21,6 +21,7 @@ struct Args {
     task_command: Option<String>,
     ecs_capacity: Option<usize>,
     sweep_interval_seconds: u64,
+    task_stop_timeout_seconds: u64,
     template: Option<PathBuf>,
     table_prefix: String,
 }
@@ -34,6 +35,7 @@ fn parse_args() -> Result<Args, String> {
         task_command: None,
         ecs_capacity: None,
         sweep_interval_seconds: 60,
+        task_stop_timeout_seconds: 10,
         template: None,
         table_prefix: String::new(),
     };
@@ -70,6 +72,11 @@ fn parse_args() -> Result<Args, String> {
                     .ok_or_else(|| {
                         format!("--sweep-interval-seconds: {value:?} is not a positive number")
                     })?
+            }
+            "--task-stop-timeout-seconds" => {
+                args.task_stop_timeout_seconds = value.parse().map_err(|_| {
+                    format!("--task-stop-timeout-seconds: {value:?} is not a number")
+                })?
             }
             "--template" => args.template = Some(PathBuf::from(value)),
             "--table-prefix" => args.table_prefix = value,
@@ -151,6 +158,7 @@ async fn run(args: Args) -> Result<(), String> {
     options.clock = Clock::system();
     options.task_command = args.task_command;
     options.ecs_capacity = args.ecs_capacity;
+    options.task_stop_timeout = std::time::Duration::from_secs(args.task_stop_timeout_seconds);
     options.table_prefix = args.table_prefix;
     options.sweep_interval = Some(std::time::Duration::from_secs(
         args.sweep_interval_seconds,

@@ -174,7 +174,7 @@ async fn the_program_serves_what_template_yaml_declares_and_stops_everything() {
     std::fs::create_dir_all(&tasks).unwrap();
     let (http_port, ws_port, ecs_port) = (free_port(), free_port(), free_port());
     let task_command = format!(
-        "printf '%s\\n' \"$ROOM_ID\" \"$SFU_TOKEN\" \"$SIGNAL_SERVER_URL\" > {dir}/$ROOM_ID.env; echo $$ > {dir}/$ROOM_ID.pid; exec sleep 300",
+        "printf '%s\\n' \"$ROOM_ID\" \"$SFU_TOKEN\" \"$SIGNAL_SERVER_URL\" > {dir}/$ROOM_ID.env; echo $$ > {dir}/$ROOM_ID.pid; trap '' TERM; exec sleep 300",
         dir = tasks.display()
     );
     let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard-local"))
@@ -189,6 +189,8 @@ async fn the_program_serves_what_template_yaml_declares_and_stops_everything() {
             &ecs_port.to_string(),
             "--task-command",
             &task_command,
+            "--task-stop-timeout-seconds",
+            "1",
         ])
         .env("SWITCHBOARD_OPERATOR_KEYS", "given-operator-key")
         .env_remove("SWITCHBOARD_HOST_KEYS")
@@ -363,7 +365,9 @@ async fn the_program_serves_what_template_yaml_declares_and_stops_everything() {
         .unwrap();
     assert!(alive(task_pid));
 
-    // SIGTERM: the program, its DynamoDB Local and its tasks all stop.
+    // SIGTERM: the program, its DynamoDB Local and its tasks all stop; the task ignores
+    // SIGTERM, so it gets SIGKILL after the stop timeout (1 s).
+    let stopping = Instant::now();
     // SAFETY: signalling the child this test started.
     unsafe {
         libc::kill(running.child.id() as i32, libc::SIGTERM);
@@ -380,6 +384,11 @@ async fn the_program_serves_what_template_yaml_declares_and_stops_everything() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(status.success(), "a clean exit: {status:?}");
+    assert!(
+        (Duration::from_secs(1)..Duration::from_secs(8)).contains(&stopping.elapsed()),
+        "the task's stop timeout was --task-stop-timeout-seconds: {:?}",
+        stopping.elapsed()
+    );
     let deadline = Instant::now() + Duration::from_secs(10);
     while alive(task_pid)
         || std::net::TcpStream::connect(dynamodb.trim_start_matches("http://")).is_ok()
