@@ -253,6 +253,8 @@ impl Store {
             .key_condition_expression("idleRegion = :region AND expiresAt > :now")
             .expression_attribute_values(":region", s(region))
             .expression_attribute_values(":now", n(self.clock.now()))
+            // Freshest first: the hosts furthest from expiring are the ones worth handing out.
+            .scan_index_forward(false)
             .limit(MATCH_CANDIDATES)
             .return_consumed_capacity(ReturnConsumedCapacity::Total)
             .send()
