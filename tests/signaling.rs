@@ -352,6 +352,21 @@ async fn every_refusal_is_an_error_frame() {
     )
     .await;
     assert_eq!(peer.recv("unknown receiver").await["status"], 404);
+    // A receiver is an identifier like any other id.
+    for (receiver, message) in [
+        (String::new(), "missing receiver"),
+        ("r".repeat(2048), "receiver must be at most 128 characters"),
+    ] {
+        peer.send(
+            "handshake",
+            json!({ "type": "producer", "receiver": receiver, "description": offer("x") }),
+        )
+        .await;
+        assert_eq!(
+            peer.recv("a malformed receiver").await,
+            json!({ "type": "error", "action": "handshake", "status": 400, "message": message })
+        );
+    }
     let huge = json!({ "action": "handshake", "data": { "type": "producer", "description": offer(&"a".repeat(140 * 1024)) } });
     peer.send_raw(huge.to_string()).await;
     let frame = peer.recv("oversized frame").await;
