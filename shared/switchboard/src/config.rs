@@ -57,7 +57,8 @@ pub struct EcsSettings {
     pub assign_public_ip: bool,
 }
 
-#[derive(Clone, Debug)]
+/// Its `Debug` output names the secrets' presence only (keys, TURN secret): see below.
+#[derive(Clone)]
 pub struct Config {
     pub tables: Tables,
     pub regions: Vec<String>,
@@ -73,6 +74,33 @@ pub struct Config {
     pub ws_management_endpoint: Option<String>,
     pub ecs: Option<EcsSettings>,
     pub allowed_origins: Vec<String>,
+}
+
+/// Secrets appear in no `Debug` output (SPEC "Limits and abuse"): keys are counted, the TURN
+/// secret is only said to be set.
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let redacted = |keys: &[String]| format!("<{} redacted>", keys.len());
+        f.debug_struct("Config")
+            .field("tables", &self.tables)
+            .field("regions", &self.regions)
+            .field("host_keys", &redacted(&self.host_keys))
+            .field("operator_keys", &redacted(&self.operator_keys))
+            .field("host_ttl_seconds", &self.host_ttl_seconds)
+            .field("match_lease_seconds", &self.match_lease_seconds)
+            .field(
+                "turn_secret",
+                &self.turn_secret.as_ref().map(|_| "<redacted>"),
+            )
+            .field("turn_urls", &self.turn_urls)
+            .field("stun_urls", &self.stun_urls)
+            .field("turn_ttl_seconds", &self.turn_ttl_seconds)
+            .field("ws_url", &self.ws_url)
+            .field("ws_management_endpoint", &self.ws_management_endpoint)
+            .field("ecs", &self.ecs)
+            .field("allowed_origins", &self.allowed_origins)
+            .finish()
+    }
 }
 
 impl Config {
@@ -197,6 +225,39 @@ mod tests {
         assert!(
             config.operator_keys.is_empty() && config.host_keys.is_empty() && config.ecs.is_none()
         );
+    }
+
+    #[test]
+    fn debug_output_has_no_keys_or_turn_secret() {
+        let config = Config::from_vars(&vars(&[
+            (
+                "SWITCHBOARD_HOST_KEYS",
+                "host-key-secret-1,host-key-secret-2",
+            ),
+            ("SWITCHBOARD_OPERATOR_KEYS", "operator-key-secret"),
+            ("SWITCHBOARD_TURN_SECRET", "turn-secret-value"),
+        ]))
+        .unwrap();
+        let sdk = aws_config::SdkConfig::builder()
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new("us-east-1"))
+            .build();
+        let deps = crate::Deps::new(
+            config.clone(),
+            crate::Clock::system(),
+            &sdk,
+            crate::Endpoints::default(),
+        );
+        for debug in [format!("{config:?}"), format!("{deps:?}")] {
+            assert!(debug.contains("RoomsTable"), "{debug}");
+            for secret in [
+                "host-key-secret",
+                "operator-key-secret",
+                "turn-secret-value",
+            ] {
+                assert!(!debug.contains(secret), "{secret} in {debug}");
+            }
+        }
     }
 
     #[test]

@@ -44,7 +44,8 @@ pub enum StoreError {
     Dynamo(String),
     #[error("management API: {0}")]
     Socket(String),
-    #[error("item {0} is malformed: {1}")]
+    /// Which item (never its values, which may be secrets) and the attribute it lacks.
+    #[error("item {0} is malformed: no string attribute {1}")]
     Malformed(String, &'static str),
 }
 

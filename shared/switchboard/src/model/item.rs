@@ -23,10 +23,14 @@ pub fn get_s<'a>(item: &'a Item, name: &str) -> Option<&'a str> {
         .map(String::as_str)
 }
 
+/// A required string attribute. A malformed item is reported by its attribute names only:
+/// values may be secrets (tokens, hostIds).
 pub fn req_s(item: &Item, name: &'static str) -> Result<String, StoreError> {
-    get_s(item, name)
-        .map(String::from)
-        .ok_or_else(|| StoreError::Malformed(format!("{item:?}"), name))
+    get_s(item, name).map(String::from).ok_or_else(|| {
+        let mut names: Vec<&str> = item.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        StoreError::Malformed(format!("with attributes [{}]", names.join(", ")), name)
+    })
 }
 
 pub fn get_n(item: &Item, name: &str) -> Option<i64> {
@@ -65,5 +69,27 @@ pub fn cancelled_conditions<R>(
             )
         }
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_malformed_item_is_reported_without_its_values() {
+        let item: Item = [
+            ("roomId", s("room-1")),
+            ("token", s("sfu-token-secret")),
+            ("ownerHost", s("host-id-secret")),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        let text = req_s(&item, "servingPeer").unwrap_err().to_string();
+        assert!(text.contains("servingPeer"), "{text}");
+        for value in ["room-1", "sfu-token-secret", "host-id-secret"] {
+            assert!(!text.contains(value), "{text}");
+        }
     }
 }

@@ -35,7 +35,8 @@ pub enum RoomState {
     Claimed,
 }
 
-#[derive(Clone, Debug)]
+/// Its `Debug` output leaves out the SFU token and the owning host's id (secrets).
+#[derive(Clone)]
 pub struct Room {
     pub room_id: String,
     pub kind: RoomKind,
@@ -47,6 +48,24 @@ pub struct Room {
     pub serving_connection: Option<String>,
     pub task_arn: Option<String>,
     pub expires_at: i64,
+}
+
+impl std::fmt::Debug for Room {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let redacted = |secret: &Option<String>| secret.as_ref().map(|_| "<redacted>");
+        f.debug_struct("Room")
+            .field("room_id", &self.room_id)
+            .field("kind", &self.kind)
+            .field("state", &self.state)
+            .field("url_path", &self.url_path)
+            .field("token", &redacted(&self.token))
+            .field("owner_host", &redacted(&self.owner_host))
+            .field("serving_peer", &self.serving_peer)
+            .field("serving_connection", &self.serving_connection)
+            .field("task_arn", &self.task_arn)
+            .field("expires_at", &self.expires_at)
+            .finish()
+    }
 }
 
 impl Room {
@@ -500,4 +519,30 @@ enum ClaimAttempt {
     Claimed,
     RoomTaken,
     PathTaken,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rooms_debug_output_has_no_token_or_host_id() {
+        let item: Item = [
+            ("roomId", s("room-1")),
+            ("kind", s("host")),
+            ("token", s("sfu-token-secret")),
+            ("ownerHost", s("host-id-secret")),
+            (EXPIRES_AT, n(1)),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        let room = Room::from_item(&item).unwrap();
+        let debug = format!("{room:?}");
+        assert!(debug.contains("room-1"), "{debug}");
+        assert!(
+            !debug.contains("sfu-token-secret") && !debug.contains("host-id-secret"),
+            "{debug}"
+        );
+    }
 }
