@@ -93,13 +93,7 @@ pub async fn refuse(
     error: &ApiError,
 ) -> ApiGatewayProxyResponse {
     let status = error.status();
-    let message = match error {
-        ApiError::Internal(detail) => {
-            tracing::error!(%detail, action, "request failed");
-            "Something broke on the server".to_string()
-        }
-        other => other.to_string(),
-    };
+    let message = error.public_message("Something broke on the server");
     if let Some(sender) = event.request_context.connection_id.as_deref() {
         let frame = error_frame(action, status, &message);
         if let Err(e) = send(deps, &event.request_context, sender, &frame).await {
