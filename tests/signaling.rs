@@ -529,6 +529,99 @@ async fn a_killed_socket_is_cleaned_up_on_the_next_post() {
     );
 }
 
+/// Kills `peer` (no `$disconnect` reaches the stack) and corrupts its connection record so
+/// that removing its records after a 410 fails for real: the member key it names has a sort
+/// key over DynamoDB's 1 KB limit, which DynamoDB refuses (ValidationException).
+async fn kill_with_a_cleanup_that_fails(t: &TestStack, room: &str, peer: Peer) {
+    let id = peer.name.clone();
+    let connection = t
+        .store()
+        .member(room, &id)
+        .await
+        .unwrap()
+        .expect("a member")
+        .connection_id;
+    let open = t.stack.open_sockets();
+    peer.kill();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while t.stack.open_sockets() >= open {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the gateway noticed the dead socket"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    t.store()
+        .client()
+        .update_item()
+        .table_name(&t.store().tables().connections)
+        .key(
+            "connectionId",
+            aws_sdk_dynamodb::types::AttributeValue::S(connection),
+        )
+        .update_expression("SET peerId = :oversized")
+        .expression_attribute_values(
+            ":oversized",
+            aws_sdk_dynamodb::types::AttributeValue::S("x".repeat(2048)),
+        )
+        .send()
+        .await
+        .expect("UpdateItem");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_cleanup_never_fails_the_sender() {
+    let mut options = options();
+    options.deliver_disconnect = false;
+    let t = TestStack::start_with(options).await;
+    let (room, mut sfu) = launch_sfu(&t).await;
+    let broken = join(&t, &room, "broken").await;
+    kill_with_a_cleanup_that_fails(&t, &room, broken).await;
+
+    sfu.send(
+        "handshake",
+        json!({ "type": "producer", "receiver": "broken", "description": offer("late") }),
+    )
+    .await;
+    assert_eq!(
+        sfu.recv("the gone receiver").await,
+        json!({ "type": "error", "action": "handshake", "status": 404, "message": "Receiver not found" })
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_departure_reaches_every_member_even_when_a_cleanup_fails() {
+    const CLIENTS: usize = 40;
+    let mut options = options();
+    options.deliver_disconnect = false;
+    let t = TestStack::start_with(options).await;
+    let (room, mut sfu) = launch_sfu(&t).await;
+    // Sorts before every other client: the first member the departure reaches.
+    let broken = join(&t, &room, "a-broken").await;
+    let t = &t;
+    let room = room.as_str();
+    let mut clients = futures_util::future::join_all(
+        (0..CLIENTS).map(|i| async move { join(t, room, &format!("m{i:02}")).await }),
+    )
+    .await;
+    kill_with_a_cleanup_that_fails(t, room, broken).await;
+
+    let mut leaver = clients.remove(0);
+    leaver.send("disconnect", json!({})).await;
+    let expected = json!({ "type": "clientDisconnect", "clientId": "m00" });
+    assert_eq!(sfu.recv("m00 leaving").await, expected);
+    let heard = futures_util::future::join_all(clients.iter_mut().map(|peer| async {
+        let name = peer.name.clone();
+        (name, peer.recv("m00 leaving").await)
+    }))
+    .await;
+    for (name, frame) in heard {
+        assert_eq!(frame, expected, "{name} heard of the departure");
+    }
+    // The leaver's request did not fail because of someone else's records.
+    leaver.expect_silence(QUIET).await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn two_hundred_clients_across_twenty_rooms() {
     const ROOMS: usize = 20;

@@ -6,12 +6,16 @@ use aws_lambda_events::apigw::{
     ApiGatewayWebsocketProxyRequestContext,
 };
 use aws_lambda_events::encodings::Body;
+use futures_util::stream::{self, StreamExt};
 use serde_json::{Map, Value, json};
 
 use crate::deps::Deps;
 use crate::error::{ApiError, StoreError};
 use crate::model::Role;
 use crate::sockets::Delivery;
+
+/// Posts of one departure notice in flight at once.
+const NOTIFY_CONCURRENCY: usize = 16;
 
 /// Largest inbound frame API Gateway accepts (128 KiB); larger ones are refused the same way
 /// locally.
@@ -80,9 +84,17 @@ pub async fn send(
     let delivery = deps.sockets.post(Some(context), target, frame).await?;
     if delivery == Delivery::Gone {
         tracing::info!(connection = target, "connection gone; removing its records");
-        forget(deps, target).await?;
+        forget_quietly(deps, target).await;
     }
     Ok(delivery)
+}
+
+/// Removes a gone connection's records; a failure is logged, never the caller's (the records
+/// expire with their TTL, and the next 410 tries again).
+async fn forget_quietly(deps: &Deps, connection_id: &str) {
+    if let Err(e) = forget(deps, connection_id).await {
+        tracing::warn!(error = %e, connection = connection_id, "could not remove a gone connection's records");
+    }
 }
 
 /// Tells the sender its request was refused, and returns the status for the integration.
@@ -139,24 +151,30 @@ pub async fn depart(
     } else {
         json!({ "type": "clientDisconnect", "clientId": peer_id })
     };
-    for member in deps.store.members(&room_id).await? {
-        if member.connection_id == connection_id {
-            continue;
-        }
-        // A member that is gone too is removed quietly; the others still hear of it.
-        match deps
-            .sockets
-            .post(Some(context), &member.connection_id, &notice)
-            .await
-        {
-            Ok(Delivery::Delivered) => {}
-            Ok(Delivery::Gone) => {
-                forget(deps, &member.connection_id).await?;
+    let members = deps.store.members(&room_id).await?;
+    // Every member is told at once (at most NOTIFY_CONCURRENCY posts in flight); a member that
+    // is gone too is removed quietly, and no failure stops the others hearing of it.
+    stream::iter(
+        members
+            .iter()
+            .filter(|member| member.connection_id != connection_id),
+    )
+    .for_each_concurrent(NOTIFY_CONCURRENCY, |member| {
+        let notice = &notice;
+        async move {
+            match deps
+                .sockets
+                .post(Some(context), &member.connection_id, notice)
+                .await
+            {
+                Ok(Delivery::Delivered) => {}
+                Ok(Delivery::Gone) => forget_quietly(deps, &member.connection_id).await,
+                Err(e) => {
+                    tracing::warn!(error = %e, member = member.connection_id, "notice not delivered")
+                }
             }
-            Err(e) => {
-                tracing::warn!(error = %e, member = member.connection_id, "notice not delivered")
-            }
         }
-    }
+    })
+    .await;
     Ok(())
 }
