@@ -623,6 +623,126 @@ async fn a_departure_reaches_every_member_even_when_a_cleanup_fails() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_room_holds_at_most_its_member_cap_under_concurrency() {
+    const CAP: usize = 5;
+    let mut options = options();
+    options
+        .vars
+        .insert("SWITCHBOARD_MAX_ROOM_MEMBERS".into(), CAP.to_string());
+    let t = TestStack::start_with(options).await;
+    let (room, mut sfu) = launch_sfu(&t).await;
+    let t = &t;
+    let room = room.as_str();
+
+    // Twelve clients identify at once.
+    let answers = futures_util::future::join_all((0..12).map(|i| async move {
+        let id = format!("c{i:02}");
+        let mut peer = Peer::connect(&t.stack.ws_url, &id).await;
+        let answer = peer
+            .identify(json!({ "id": id, "type": "client", "roomId": room }))
+            .await;
+        (id, peer, answer)
+    }))
+    .await;
+    let full =
+        json!({ "type": "error", "action": "identify", "status": 409, "message": "Room is full" });
+    let (mut members, mut refused): (Vec<_>, Vec<_>) = answers
+        .into_iter()
+        .partition(|(_, _, answer)| answer["type"] == "identified");
+    assert_eq!(members.len(), CAP, "exactly the cap gets in");
+    assert_eq!(refused.len(), 12 - CAP);
+    for (id, _, answer) in &refused {
+        assert_eq!(*answer, full, "{id}");
+    }
+    // The serving peer is no client: it is not counted, and still reaches the room.
+    members[0]
+        .1
+        .send(
+            "handshake",
+            json!({ "type": "producer", "description": offer("in") }),
+        )
+        .await;
+    assert_eq!(
+        sfu.recv("a member's offer").await["sender"],
+        members[0].0.as_str()
+    );
+
+    // A member identifying again is not counted twice.
+    let (id, peer, _) = &mut members[1];
+    let again = peer
+        .identify(json!({ "id": id, "type": "client", "roomId": room }))
+        .await;
+    assert_eq!(again["type"], "identified", "{again}");
+    let (_, outsider, _) = &mut refused[0];
+    assert_eq!(
+        outsider
+            .identify(json!({ "id": "late", "type": "client", "roomId": room }))
+            .await,
+        full
+    );
+
+    // One leaves: one more gets in, and then the room is full again.
+    let (_, leaver, _) = members.pop().expect("a member");
+    leaver.close().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let answer = outsider
+            .identify(json!({ "id": "late", "type": "client", "roomId": room }))
+            .await;
+        if answer["type"] == "identified" {
+            break;
+        }
+        assert_eq!(answer, full);
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a place frees up when a member leaves"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (_, other, _) = &mut refused[1];
+    assert_eq!(
+        other
+            .identify(json!({ "id": "later", "type": "client", "roomId": room }))
+            .await,
+        full
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_member_count_that_drifted_heals_itself() {
+    let mut options = options();
+    options
+        .vars
+        .insert("SWITCHBOARD_MAX_ROOM_MEMBERS".into(), "3".into());
+    let t = TestStack::start_with(options).await;
+    let (room, _sfu) = launch_sfu(&t).await;
+    let _alice = join(&t, &room, "alice").await;
+    // As if members had died without $disconnect and expired: the counter says full.
+    t.store()
+        .client()
+        .update_item()
+        .table_name(&t.store().tables().rooms)
+        .key(
+            "roomId",
+            aws_sdk_dynamodb::types::AttributeValue::S(room.clone()),
+        )
+        .update_expression("SET memberCount = :n")
+        .expression_attribute_values(":n", aws_sdk_dynamodb::types::AttributeValue::N("3".into()))
+        .send()
+        .await
+        .expect("UpdateItem");
+    // The live members are counted again: two more fit, and not a third.
+    let _bob = join(&t, &room, "bob").await;
+    let _carol = join(&t, &room, "carol").await;
+    let mut dave = Peer::connect(&t.stack.ws_url, "dave").await;
+    assert_eq!(
+        dave.identify(json!({ "id": "dave", "type": "client", "roomId": room }))
+            .await,
+        json!({ "type": "error", "action": "identify", "status": 409, "message": "Room is full" })
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn two_hundred_clients_across_twenty_rooms() {
     const ROOMS: usize = 20;
     const CLIENTS: usize = 10;

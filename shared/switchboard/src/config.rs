@@ -74,6 +74,8 @@ pub struct Config {
     pub ws_management_endpoint: Option<String>,
     pub ecs: Option<EcsSettings>,
     pub allowed_origins: Vec<String>,
+    /// Identified clients a room holds at most (`SWITCHBOARD_MAX_ROOM_MEMBERS`).
+    pub max_room_members: i64,
 }
 
 /// Secrets appear in no `Debug` output (SPEC "Limits and abuse"): keys are counted, the TURN
@@ -99,6 +101,7 @@ impl std::fmt::Debug for Config {
             .field("ws_management_endpoint", &self.ws_management_endpoint)
             .field("ecs", &self.ecs)
             .field("allowed_origins", &self.allowed_origins)
+            .field("max_room_members", &self.max_room_members)
             .finish()
     }
 }
@@ -117,18 +120,19 @@ impl Config {
         };
         let list = |name: &str| get(name).map(|v| split_list(&v)).unwrap_or_default();
         let required = |name: &'static str| get(name).ok_or(ConfigError::Missing(name));
-        let seconds =
-            |name: &'static str, default: i64| -> Result<i64, ConfigError> {
+        let positive =
+            |name: &'static str, default: i64, unit: &str| -> Result<i64, ConfigError> {
                 match get(name) {
                     None => Ok(default),
                     Some(v) => v.parse::<i64>().ok().filter(|n| *n > 0).ok_or_else(|| {
                         ConfigError::Invalid {
                             name,
-                            reason: format!("{v:?} is not a positive number of seconds"),
+                            reason: format!("{v:?} is not a positive number of {unit}"),
                         }
                     }),
                 }
             };
+        let seconds = |name: &'static str, default: i64| positive(name, default, "seconds");
 
         let tables = Tables {
             rooms: required("SWITCHBOARD_ROOMS_TABLE")?,
@@ -180,6 +184,7 @@ impl Config {
             ws_management_endpoint: get("SWITCHBOARD_WS_MANAGEMENT_ENDPOINT"),
             ecs,
             allowed_origins,
+            max_room_members: positive("SWITCHBOARD_MAX_ROOM_MEMBERS", 50, "members")?,
         })
     }
 }
@@ -222,6 +227,7 @@ mod tests {
             (30, 20, 86_400)
         );
         assert_eq!(config.allowed_origins, ["*"]);
+        assert_eq!(config.max_room_members, 50);
         assert!(
             config.operator_keys.is_empty() && config.host_keys.is_empty() && config.ecs.is_none()
         );
@@ -283,6 +289,20 @@ mod tests {
             (2, false, "sfu")
         );
 
+        assert_eq!(
+            Config::from_vars(&vars(&[("SWITCHBOARD_MAX_ROOM_MEMBERS", "8")]))
+                .unwrap()
+                .max_room_members,
+            8
+        );
+        for bad in ["0", "-1", "many"] {
+            let error =
+                Config::from_vars(&vars(&[("SWITCHBOARD_MAX_ROOM_MEMBERS", bad)])).unwrap_err();
+            assert!(
+                error.to_string().contains("SWITCHBOARD_MAX_ROOM_MEMBERS"),
+                "{error}"
+            );
+        }
         let error =
             Config::from_vars(&vars(&[("SWITCHBOARD_HOST_TTL_SECONDS", "soon")])).unwrap_err();
         assert!(
