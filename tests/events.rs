@@ -107,9 +107,25 @@ async fn connections_outlive_api_gateways_two_hour_limit() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_failing_database_gives_500s_that_leak_nothing() {
-    // The functions' production wiring, pointed at a DynamoDB that is not there.
+async fn an_unreachable_database_gives_503s_that_leak_nothing() {
+    const MESSAGE: &str = "Service temporarily unavailable; retry shortly";
+    // The functions' production wiring, pointed at a DynamoDB that is not there, and at the
+    // working stack's @connections endpoint (so error frames reach a real socket).
     let t = TestStack::start().await;
+    let room = t.warm_room().await;
+    let mut alice = Peer::connect(&t.stack.ws_url, "alice").await;
+    let ack = alice
+        .identify(serde_json::json!({ "id": "alice", "type": "client", "roomId": room }))
+        .await;
+    assert_eq!(ack["type"], "identified", "{ack}");
+    let alice_connection = t
+        .store()
+        .member(&room, "alice")
+        .await
+        .unwrap()
+        .expect("alice is a member")
+        .connection_id;
+
     let dead = format!(
         "http://127.0.0.1:{}",
         switchboard_local::dynamodb::free_port().unwrap()
@@ -121,28 +137,51 @@ async fn a_failing_database_gives_500s_that_leak_nothing() {
         &sdk,
         switchboard::Endpoints {
             dynamodb: Some(dead.clone()),
+            management: Some(t.stack.ws_url.replace("ws://", "http://")),
             ..Default::default()
         },
     );
+
+    // HTTP: 503 with Retry-After, and nothing about why in the body.
     let reply = get_room_id::handler(&deps, fixture("http-get-room-id.json")).await;
-    assert_eq!(
-        (reply.status_code, body(reply.body)),
-        (
-            500,
-            serde_json::json!({"message": "Something broke on the server"})
-        )
+    assert_eq!(reply.status_code, 503);
+    assert!(
+        reply.headers.contains_key("retry-after"),
+        "{:?}",
+        reply.headers
     );
+    assert_eq!(body(reply.body), serde_json::json!({ "message": MESSAGE }));
     let reply = find_match::handler(&deps, fixture("http-find-match.json")).await;
+    assert_eq!(reply.status_code, 503);
+    let retry_after = reply.headers["retry-after"].to_str().unwrap().to_string();
+    assert!(
+        retry_after
+            .parse::<u32>()
+            .is_ok_and(|s| (1..=5).contains(&s)),
+        "Retry-After in seconds: {retry_after}"
+    );
     let reply_body = body(reply.body);
     assert_eq!(
-        (reply.status_code, reply_body.clone()),
-        (
-            500,
-            serde_json::json!({"success": false, "message": "Something broke on the server"})
-        )
+        reply_body,
+        serde_json::json!({ "success": false, "message": MESSAGE })
     );
     assert!(
         !reply_body.to_string().contains("127.0.0.1"),
         "no internals in the body"
     );
+
+    // WebSocket: the sender gets an error frame with status 503.
+    let mut handshake: ApiGatewayWebsocketProxyRequest = fixture("ws-handshake.json");
+    handshake.request_context.connection_id = Some(alice_connection);
+    assert_eq!(handshake::handler(&deps, handshake).await.status_code, 503);
+    assert_eq!(
+        alice.recv("the refusal").await,
+        serde_json::json!({ "type": "error", "action": "handshake", "status": 503, "message": MESSAGE })
+    );
+
+    // $connect that cannot record the connection refuses the socket.
+    let status = connect::handler(&deps, fixture("ws-connect.json"))
+        .await
+        .status_code;
+    assert!(!(200..300).contains(&status), "$connect answered {status}");
 }

@@ -169,6 +169,30 @@ async fn bad_input_gets_a_precise_400() {
             );
         }
     }
+    // An unknown region is not echoed back unbounded.
+    let huge = "z".repeat(10 * 1024);
+    for (path, body) in [
+        ("/api/find-match", serde_json::json!({ "region": huge })),
+        (
+            "/api/host/heartbeat",
+            serde_json::json!({ "hostId": "h", "roomId": "r", "region": huge }),
+        ),
+    ] {
+        let (status, reply) = t
+            .call("POST", path, Some(&body.to_string()), Some(HOST_KEY))
+            .await;
+        let message = reply["message"].as_str().unwrap_or_default();
+        assert_eq!(status, 400, "{path}");
+        assert!(
+            message.len() < 200 && !message.contains("zzzz"),
+            "{path}: the region is not echoed: {} bytes",
+            message.len()
+        );
+        assert!(
+            message.starts_with("unknown region"),
+            "{path}: {message:.100}"
+        );
+    }
     let long = format!(r#"{{"urlPath":"{}"}}"#, "x".repeat(257));
     assert_eq!(
         t.call("PATCH", "/claimRoom", Some(&long), None).await.1["message"],

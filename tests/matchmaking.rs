@@ -97,6 +97,45 @@ async fn region_filter_and_busy_hosts() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn find_match_hands_out_the_freshest_hosts_first() {
+    // More hosts than one index query reads (16): which end it reads from decides.
+    let t = TestStack::start().await;
+    for i in 0..20 {
+        let (status, body) = t
+            .heartbeat(
+                &format!("stale-{i}"),
+                &format!("stale-room-{i}"),
+                "local",
+                "idle",
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    // The stale hosts are still live (30 s), but closer to expiring than the fresh ones.
+    t.clock.advance(10);
+    for i in 0..20 {
+        let (status, body) = t
+            .heartbeat(
+                &format!("fresh-{i}"),
+                &format!("fresh-room-{i}"),
+                "local",
+                "idle",
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    for _ in 0..4 {
+        let (status, body) = t.find_match(Some("local")).await;
+        assert_eq!(status, 200, "{body}");
+        let room = body["roomId"].as_str().unwrap_or_default();
+        assert!(
+            room.starts_with("fresh-room-"),
+            "a match gets one of the freshest hosts, not {room}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_reserved_host_stays_reserved_until_status_or_lease() {
     let t = TestStack::start().await;
     t.heartbeat("h1", "room-1", "local", "idle").await;

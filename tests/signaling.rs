@@ -352,6 +352,21 @@ async fn every_refusal_is_an_error_frame() {
     )
     .await;
     assert_eq!(peer.recv("unknown receiver").await["status"], 404);
+    // A receiver is an identifier like any other id.
+    for (receiver, message) in [
+        (String::new(), "missing receiver"),
+        ("r".repeat(2048), "receiver must be at most 128 characters"),
+    ] {
+        peer.send(
+            "handshake",
+            json!({ "type": "producer", "receiver": receiver, "description": offer("x") }),
+        )
+        .await;
+        assert_eq!(
+            peer.recv("a malformed receiver").await,
+            json!({ "type": "error", "action": "handshake", "status": 400, "message": message })
+        );
+    }
     let huge = json!({ "action": "handshake", "data": { "type": "producer", "description": offer(&"a".repeat(140 * 1024)) } });
     peer.send_raw(huge.to_string()).await;
     let frame = peer.recv("oversized frame").await;
@@ -520,6 +535,219 @@ async fn a_killed_socket_is_cleaned_up_on_the_next_post() {
     assert!(
         t.store().member(&room, &room).await.unwrap().is_some(),
         "the SFU's own records stay"
+    );
+}
+
+/// Kills `peer` (no `$disconnect` reaches the stack) and corrupts its connection record so
+/// that removing its records after a 410 fails for real: the member key it names has a sort
+/// key over DynamoDB's 1 KB limit, which DynamoDB refuses (ValidationException).
+async fn kill_with_a_cleanup_that_fails(t: &TestStack, room: &str, peer: Peer) {
+    let id = peer.name.clone();
+    let connection = t
+        .store()
+        .member(room, &id)
+        .await
+        .unwrap()
+        .expect("a member")
+        .connection_id;
+    let open = t.stack.open_sockets();
+    peer.kill();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while t.stack.open_sockets() >= open {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the gateway noticed the dead socket"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    t.store()
+        .client()
+        .update_item()
+        .table_name(&t.store().tables().connections)
+        .key(
+            "connectionId",
+            aws_sdk_dynamodb::types::AttributeValue::S(connection),
+        )
+        .update_expression("SET peerId = :oversized")
+        .expression_attribute_values(
+            ":oversized",
+            aws_sdk_dynamodb::types::AttributeValue::S("x".repeat(2048)),
+        )
+        .send()
+        .await
+        .expect("UpdateItem");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_cleanup_never_fails_the_sender() {
+    let mut options = options();
+    options.deliver_disconnect = false;
+    let t = TestStack::start_with(options).await;
+    let (room, mut sfu) = launch_sfu(&t).await;
+    let broken = join(&t, &room, "broken").await;
+    kill_with_a_cleanup_that_fails(&t, &room, broken).await;
+
+    sfu.send(
+        "handshake",
+        json!({ "type": "producer", "receiver": "broken", "description": offer("late") }),
+    )
+    .await;
+    assert_eq!(
+        sfu.recv("the gone receiver").await,
+        json!({ "type": "error", "action": "handshake", "status": 404, "message": "Receiver not found" })
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_departure_reaches_every_member_even_when_a_cleanup_fails() {
+    const CLIENTS: usize = 40;
+    let mut options = options();
+    options.deliver_disconnect = false;
+    let t = TestStack::start_with(options).await;
+    let (room, mut sfu) = launch_sfu(&t).await;
+    // Sorts before every other client: the first member the departure reaches.
+    let broken = join(&t, &room, "a-broken").await;
+    let t = &t;
+    let room = room.as_str();
+    let mut clients = futures_util::future::join_all(
+        (0..CLIENTS).map(|i| async move { join(t, room, &format!("m{i:02}")).await }),
+    )
+    .await;
+    kill_with_a_cleanup_that_fails(t, room, broken).await;
+
+    let mut leaver = clients.remove(0);
+    leaver.send("disconnect", json!({})).await;
+    let expected = json!({ "type": "clientDisconnect", "clientId": "m00" });
+    assert_eq!(sfu.recv("m00 leaving").await, expected);
+    let heard = futures_util::future::join_all(clients.iter_mut().map(|peer| async {
+        let name = peer.name.clone();
+        (name, peer.recv("m00 leaving").await)
+    }))
+    .await;
+    for (name, frame) in heard {
+        assert_eq!(frame, expected, "{name} heard of the departure");
+    }
+    // The leaver's request did not fail because of someone else's records.
+    leaver.expect_silence(QUIET).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_room_holds_at_most_its_member_cap_under_concurrency() {
+    const CAP: usize = 5;
+    let mut options = options();
+    options
+        .vars
+        .insert("SWITCHBOARD_MAX_ROOM_MEMBERS".into(), CAP.to_string());
+    let t = TestStack::start_with(options).await;
+    let (room, mut sfu) = launch_sfu(&t).await;
+    let t = &t;
+    let room = room.as_str();
+
+    // Twelve clients identify at once.
+    let answers = futures_util::future::join_all((0..12).map(|i| async move {
+        let id = format!("c{i:02}");
+        let mut peer = Peer::connect(&t.stack.ws_url, &id).await;
+        let answer = peer
+            .identify(json!({ "id": id, "type": "client", "roomId": room }))
+            .await;
+        (id, peer, answer)
+    }))
+    .await;
+    let full =
+        json!({ "type": "error", "action": "identify", "status": 409, "message": "Room is full" });
+    let (mut members, mut refused): (Vec<_>, Vec<_>) = answers
+        .into_iter()
+        .partition(|(_, _, answer)| answer["type"] == "identified");
+    assert_eq!(members.len(), CAP, "exactly the cap gets in");
+    assert_eq!(refused.len(), 12 - CAP);
+    for (id, _, answer) in &refused {
+        assert_eq!(*answer, full, "{id}");
+    }
+    // The serving peer is no client: it is not counted, and still reaches the room.
+    members[0]
+        .1
+        .send(
+            "handshake",
+            json!({ "type": "producer", "description": offer("in") }),
+        )
+        .await;
+    assert_eq!(
+        sfu.recv("a member's offer").await["sender"],
+        members[0].0.as_str()
+    );
+
+    // A member identifying again is not counted twice.
+    let (id, peer, _) = &mut members[1];
+    let again = peer
+        .identify(json!({ "id": id, "type": "client", "roomId": room }))
+        .await;
+    assert_eq!(again["type"], "identified", "{again}");
+    let (_, outsider, _) = &mut refused[0];
+    assert_eq!(
+        outsider
+            .identify(json!({ "id": "late", "type": "client", "roomId": room }))
+            .await,
+        full
+    );
+
+    // One leaves: one more gets in, and then the room is full again.
+    let (_, leaver, _) = members.pop().expect("a member");
+    leaver.close().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let answer = outsider
+            .identify(json!({ "id": "late", "type": "client", "roomId": room }))
+            .await;
+        if answer["type"] == "identified" {
+            break;
+        }
+        assert_eq!(answer, full);
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a place frees up when a member leaves"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (_, other, _) = &mut refused[1];
+    assert_eq!(
+        other
+            .identify(json!({ "id": "later", "type": "client", "roomId": room }))
+            .await,
+        full
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_member_count_that_drifted_heals_itself() {
+    let mut options = options();
+    options
+        .vars
+        .insert("SWITCHBOARD_MAX_ROOM_MEMBERS".into(), "3".into());
+    let t = TestStack::start_with(options).await;
+    let (room, _sfu) = launch_sfu(&t).await;
+    let _alice = join(&t, &room, "alice").await;
+    // As if members had died without $disconnect and expired: the counter says full.
+    t.store()
+        .client()
+        .update_item()
+        .table_name(&t.store().tables().rooms)
+        .key(
+            "roomId",
+            aws_sdk_dynamodb::types::AttributeValue::S(room.clone()),
+        )
+        .update_expression("SET memberCount = :n")
+        .expression_attribute_values(":n", aws_sdk_dynamodb::types::AttributeValue::N("3".into()))
+        .send()
+        .await
+        .expect("UpdateItem");
+    // The live members are counted again: two more fit, and not a third.
+    let _bob = join(&t, &room, "bob").await;
+    let _carol = join(&t, &room, "carol").await;
+    let mut dave = Peer::connect(&t.stack.ws_url, "dave").await;
+    assert_eq!(
+        dave.identify(json!({ "id": "dave", "type": "client", "roomId": room }))
+            .await,
+        json!({ "type": "error", "action": "identify", "status": 409, "message": "Room is full" })
     );
 }
 

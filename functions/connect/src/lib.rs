@@ -1,8 +1,8 @@
 //! `$connect`: record the connection (with a TTL past API Gateway's 2 h limit).
 
 use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
-use switchboard::Deps;
 use switchboard::signaling::{connection_id, ws_response};
+use switchboard::{ApiError, Deps};
 
 #[tracing::instrument(skip_all, fields(connection = event.request_context.connection_id))]
 pub async fn handler(
@@ -15,9 +15,10 @@ pub async fn handler(
     match deps.store.open_connection(connection).await {
         Ok(()) => ws_response(200),
         Err(e) => {
-            // A non-2xx answer makes API Gateway refuse the socket, so nothing is half-open.
+            // A non-2xx answer makes API Gateway refuse the socket, so nothing is half-open:
+            // 503 when DynamoDB is unavailable, else 500.
             tracing::error!(error = %e, "could not record the connection");
-            ws_response(500)
+            ws_response(ApiError::from(e).status())
         }
     }
 }

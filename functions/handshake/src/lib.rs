@@ -6,7 +6,7 @@ use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxy
 use serde_json::Value;
 use switchboard::signaling::{connection_id, frame_data, optional_str, refuse, send, ws_response};
 use switchboard::sockets::Delivery;
-use switchboard::{ApiError, Deps};
+use switchboard::{ApiError, Deps, validate};
 
 const ACTION: &str = "handshake";
 
@@ -46,7 +46,7 @@ async fn handshake(deps: &Deps, event: &ApiGatewayWebsocketProxyRequest) -> Resu
     let target = match optional_str(&data, "receiver")? {
         Some(receiver) => deps
             .store
-            .member(&room_id, receiver)
+            .member(&room_id, &validate::identifier("receiver", receiver)?)
             .await?
             .map(|m| m.connection_id),
         None => deps

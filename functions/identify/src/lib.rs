@@ -46,10 +46,18 @@ async fn identify(deps: &Deps, event: &ApiGatewayWebsocketProxyRequest) -> Resul
 
     match deps
         .store
-        .join_room(connection, &room_id, &peer_id, role)
+        .join_room(
+            connection,
+            &room_id,
+            &peer_id,
+            role,
+            deps.config.max_room_members,
+        )
         .await?
     {
         JoinOutcome::Joined => {}
+        JoinOutcome::RoomFull => return Err(ApiError::Conflict("Room is full".into())),
+        JoinOutcome::RoomGone => return Err(ApiError::not_found("Room not found")),
         JoinOutcome::PeerIdTaken => {
             return Err(ApiError::Conflict(
                 "id is already in use in this room".into(),

@@ -60,7 +60,8 @@ pub struct EcsSettings {
     pub assign_public_ip: bool,
 }
 
-#[derive(Clone, Debug)]
+/// Its `Debug` output names the secrets' presence only (keys, TURN secret): see below.
+#[derive(Clone)]
 pub struct Config {
     pub tables: Tables,
     pub regions: Vec<String>,
@@ -84,6 +85,40 @@ pub struct Config {
     pub warm_rooms: u32,
     /// The first identify of a still-`starting` room may omit the token (stock Arbiter SFU).
     pub sfu_token_optional: bool,
+    /// Identified clients a room holds at most (`SWITCHBOARD_MAX_ROOM_MEMBERS`).
+    pub max_room_members: i64,
+}
+
+/// Secrets appear in no `Debug` output (SPEC "Limits and abuse"): keys are counted, the TURN
+/// secret is only said to be set.
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let redacted = |keys: &[String]| format!("<{} redacted>", keys.len());
+        f.debug_struct("Config")
+            .field("tables", &self.tables)
+            .field("regions", &self.regions)
+            .field("host_keys", &redacted(&self.host_keys))
+            .field("operator_keys", &redacted(&self.operator_keys))
+            .field("host_ttl_seconds", &self.host_ttl_seconds)
+            .field("match_lease_seconds", &self.match_lease_seconds)
+            .field(
+                "turn_secret",
+                &self.turn_secret.as_ref().map(|_| "<redacted>"),
+            )
+            .field("turn_urls", &self.turn_urls)
+            .field("stun_urls", &self.stun_urls)
+            .field("turn_ttl_seconds", &self.turn_ttl_seconds)
+            .field("ws_url", &self.ws_url)
+            .field("ws_management_endpoint", &self.ws_management_endpoint)
+            .field("ecs", &self.ecs)
+            .field("allowed_origins", &self.allowed_origins)
+            .field("max_room_members", &self.max_room_members)
+            .field("start_timeout_seconds", &self.start_timeout_seconds)
+            .field("reconnect_grace_seconds", &self.reconnect_grace_seconds)
+            .field("warm_rooms", &self.warm_rooms)
+            .field("sfu_token_optional", &self.sfu_token_optional)
+            .finish()
+    }
 }
 
 impl Config {
@@ -100,18 +135,19 @@ impl Config {
         };
         let list = |name: &str| get(name).map(|v| split_list(&v)).unwrap_or_default();
         let required = |name: &'static str| get(name).ok_or(ConfigError::Missing(name));
-        let seconds =
-            |name: &'static str, default: i64| -> Result<i64, ConfigError> {
+        let positive =
+            |name: &'static str, default: i64, unit: &str| -> Result<i64, ConfigError> {
                 match get(name) {
                     None => Ok(default),
                     Some(v) => v.parse::<i64>().ok().filter(|n| *n > 0).ok_or_else(|| {
                         ConfigError::Invalid {
                             name,
-                            reason: format!("{v:?} is not a positive number of seconds"),
+                            reason: format!("{v:?} is not a positive number of {unit}"),
                         }
                     }),
                 }
             };
+        let seconds = |name: &'static str, default: i64| positive(name, default, "seconds");
 
         let tables = Tables {
             rooms: required("SWITCHBOARD_ROOMS_TABLE")?,
@@ -186,6 +222,7 @@ impl Config {
             reconnect_grace_seconds: seconds("SWITCHBOARD_RECONNECT_GRACE_SECONDS", 30)?,
             warm_rooms,
             sfu_token_optional,
+            max_room_members: positive("SWITCHBOARD_MAX_ROOM_MEMBERS", 50, "members")?,
         })
     }
 }
@@ -228,9 +265,43 @@ mod tests {
             (30, 20, 86_400)
         );
         assert_eq!(config.allowed_origins, ["*"]);
+        assert_eq!(config.max_room_members, 50);
         assert!(
             config.operator_keys.is_empty() && config.host_keys.is_empty() && config.ecs.is_none()
         );
+    }
+
+    #[test]
+    fn debug_output_has_no_keys_or_turn_secret() {
+        let config = Config::from_vars(&vars(&[
+            (
+                "SWITCHBOARD_HOST_KEYS",
+                "host-key-secret-1,host-key-secret-2",
+            ),
+            ("SWITCHBOARD_OPERATOR_KEYS", "operator-key-secret"),
+            ("SWITCHBOARD_TURN_SECRET", "turn-secret-value"),
+        ]))
+        .unwrap();
+        let sdk = aws_config::SdkConfig::builder()
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new("us-east-1"))
+            .build();
+        let deps = crate::Deps::new(
+            config.clone(),
+            crate::Clock::system(),
+            &sdk,
+            crate::Endpoints::default(),
+        );
+        for debug in [format!("{config:?}"), format!("{deps:?}")] {
+            assert!(debug.contains("RoomsTable"), "{debug}");
+            for secret in [
+                "host-key-secret",
+                "operator-key-secret",
+                "turn-secret-value",
+            ] {
+                assert!(!debug.contains(secret), "{secret} in {debug}");
+            }
+        }
     }
 
     #[test]
@@ -256,6 +327,20 @@ mod tests {
             (2, false, "sfu")
         );
 
+        assert_eq!(
+            Config::from_vars(&vars(&[("SWITCHBOARD_MAX_ROOM_MEMBERS", "8")]))
+                .unwrap()
+                .max_room_members,
+            8
+        );
+        for bad in ["0", "-1", "many"] {
+            let error =
+                Config::from_vars(&vars(&[("SWITCHBOARD_MAX_ROOM_MEMBERS", bad)])).unwrap_err();
+            assert!(
+                error.to_string().contains("SWITCHBOARD_MAX_ROOM_MEMBERS"),
+                "{error}"
+            );
+        }
         let error =
             Config::from_vars(&vars(&[("SWITCHBOARD_HOST_TTL_SECONDS", "soon")])).unwrap_err();
         assert!(

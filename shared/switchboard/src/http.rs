@@ -4,11 +4,11 @@ use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse
 use aws_lambda_events::encodings::Body;
 use base64::Engine;
 use http::HeaderValue;
-use http::header::CONTENT_TYPE;
+use http::header::{CONTENT_TYPE, RETRY_AFTER};
 use serde_json::{Map, Value, json};
 use subtle::ConstantTimeEq;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, RETRY_AFTER_SECONDS};
 
 /// How a family of routes words its errors.
 #[derive(Clone, Copy, Debug)]
@@ -29,25 +29,26 @@ pub fn json_response(status: u16, body: &Value) -> ApiGatewayV2httpResponse {
     response
 }
 
-/// The single mapping from `ApiError` to an HTTP response. Internal detail is logged, never sent.
+/// The single mapping from `ApiError` to an HTTP response. Internal detail is logged, never
+/// sent; an unavailable dependency is a 503 with `Retry-After`.
 pub fn error_response(error: &ApiError, style: ErrorStyle) -> ApiGatewayV2httpResponse {
     let status = error.status();
-    let message = match (error, style) {
-        (ApiError::Internal(detail), ErrorStyle::Rooms { internal }) => {
-            tracing::error!(%detail, "request failed");
-            internal.to_string()
-        }
-        (ApiError::Internal(detail), ErrorStyle::Matchmaking) => {
-            tracing::error!(%detail, "request failed");
-            "Something broke on the server".to_string()
-        }
-        (other, _) => other.to_string(),
+    let internal = match style {
+        ErrorStyle::Rooms { internal } => internal,
+        ErrorStyle::Matchmaking => "Something broke on the server",
     };
+    let message = error.public_message(internal);
     let body = match style {
         ErrorStyle::Rooms { .. } => json!({ "message": message }),
         ErrorStyle::Matchmaking => json!({ "success": false, "message": message }),
     };
-    json_response(status, &body)
+    let mut response = json_response(status, &body);
+    if let ApiError::Unavailable(_) = error {
+        response
+            .headers
+            .insert(RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
+    }
+    response
 }
 
 /// Runs a route and renders its outcome; the handlers' only exit.

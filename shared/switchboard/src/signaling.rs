@@ -6,12 +6,16 @@ use aws_lambda_events::apigw::{
     ApiGatewayWebsocketProxyRequestContext,
 };
 use aws_lambda_events::encodings::Body;
+use futures_util::stream::{self, StreamExt};
 use serde_json::{Map, Value, json};
 
 use crate::deps::Deps;
 use crate::error::{ApiError, StoreError};
 use crate::model::Role;
 use crate::sockets::Delivery;
+
+/// Posts of one departure notice in flight at once.
+const NOTIFY_CONCURRENCY: usize = 16;
 
 /// Largest inbound frame API Gateway accepts (128 KiB); larger ones are refused the same way
 /// locally.
@@ -80,9 +84,17 @@ pub async fn send(
     let delivery = deps.sockets.post(Some(context), target, frame).await?;
     if delivery == Delivery::Gone {
         tracing::info!(connection = target, "connection gone; removing its records");
-        forget(deps, target).await?;
+        forget_quietly(deps, target).await;
     }
     Ok(delivery)
+}
+
+/// Removes a gone connection's records; a failure is logged, never the caller's (the records
+/// expire with their TTL, and the next 410 tries again).
+async fn forget_quietly(deps: &Deps, connection_id: &str) {
+    if let Err(e) = forget(deps, connection_id).await {
+        tracing::warn!(error = %e, connection = connection_id, "could not remove a gone connection's records");
+    }
 }
 
 /// Tells the sender its request was refused, and returns the status for the integration.
@@ -93,13 +105,7 @@ pub async fn refuse(
     error: &ApiError,
 ) -> ApiGatewayProxyResponse {
     let status = error.status();
-    let message = match error {
-        ApiError::Internal(detail) => {
-            tracing::error!(%detail, action, "request failed");
-            "Something broke on the server".to_string()
-        }
-        other => other.to_string(),
-    };
+    let message = error.public_message("Something broke on the server");
     if let Some(sender) = event.request_context.connection_id.as_deref() {
         let frame = error_frame(action, status, &message);
         if let Err(e) = send(deps, &event.request_context, sender, &frame).await {
@@ -150,8 +156,9 @@ pub async fn depart(
     notify_members(deps, Some(context), &room_id, Some(connection_id), &notice).await
 }
 
-/// Posts `notice` to every live member of `room_id` but `except`. A member that is gone too is
-/// removed quietly; the others still hear it.
+/// Posts `notice` to every live member of `room_id` but `except`, all at once (at most
+/// NOTIFY_CONCURRENCY posts in flight). A member that is gone too is removed quietly, and no
+/// failure stops the others hearing of it.
 pub async fn notify_members(
     deps: &Deps,
     context: Option<&ApiGatewayWebsocketProxyRequestContext>,
@@ -159,25 +166,21 @@ pub async fn notify_members(
     except: Option<&str>,
     notice: &Value,
 ) -> Result<(), StoreError> {
-    for member in deps.store.members(room_id).await? {
-        if Some(member.connection_id.as_str()) == except {
-            continue;
-        }
-        match deps
-            .sockets
-            .post(context, &member.connection_id, notice)
-            .await
-        {
+    let members = deps.store.members(room_id).await?;
+    stream::iter(
+        members
+            .iter()
+            .filter(|member| Some(member.connection_id.as_str()) != except),
+    )
+    .for_each_concurrent(NOTIFY_CONCURRENCY, |member| async move {
+        match deps.sockets.post(context, &member.connection_id, notice).await {
             Ok(Delivery::Delivered) => {}
-            Ok(Delivery::Gone) => {
-                if let Err(e) = forget(deps, &member.connection_id).await {
-                    tracing::warn!(error = %e, member = member.connection_id, "could not remove a gone member");
-                }
-            }
+            Ok(Delivery::Gone) => forget_quietly(deps, &member.connection_id).await,
             Err(e) => {
                 tracing::warn!(error = %e, member = member.connection_id, "notice not delivered")
             }
         }
-    }
+    })
+    .await;
     Ok(())
 }

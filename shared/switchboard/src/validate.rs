@@ -42,16 +42,22 @@ pub fn identifier(field: &str, raw: &str) -> Result<String, ApiError> {
     Ok(raw.to_string())
 }
 
+/// Longest unknown region a 400 repeats back; longer or unprintable ones are not echoed.
+const MAX_ECHOED_REGION: usize = 64;
+
 /// One of the configured regions (`SWITCHBOARD_REGIONS`).
 pub fn region<'a>(config: &crate::config::Config, raw: &'a str) -> Result<&'a str, ApiError> {
     if config.regions.iter().any(|r| r == raw) {
-        Ok(raw)
-    } else {
-        Err(ApiError::bad_request(format!(
-            "unknown region {raw:?}; expected one of {}",
-            config.regions.join(", ")
-        )))
+        return Ok(raw);
     }
+    let expected = config.regions.join(", ");
+    let echo = raw.chars().count() <= MAX_ECHOED_REGION
+        && !raw.chars().any(|c| c.is_control() || c.is_whitespace());
+    Err(ApiError::bad_request(if echo {
+        format!("unknown region {raw:?}; expected one of {expected}")
+    } else {
+        format!("unknown region; expected one of {expected}")
+    }))
 }
 
 #[cfg(test)]
@@ -75,5 +81,26 @@ mod tests {
         assert!(identifier("hostId", "a b").is_err());
         assert!(identifier("hostId", "").is_err());
         assert!(identifier("hostId", &"h".repeat(129)).is_err());
+    }
+
+    #[test]
+    fn unknown_regions_are_echoed_only_when_short_and_printable() {
+        let mut vars: std::collections::HashMap<String, String> = crate::config::Tables::VARIABLES
+            .iter()
+            .map(|(logical, variable)| (variable.to_string(), logical.to_string()))
+            .collect();
+        vars.insert("SWITCHBOARD_REGIONS".into(), "local".into());
+        let config = crate::config::Config::from_vars(&vars).unwrap();
+        assert_eq!(region(&config, "local").unwrap(), "local");
+        assert_eq!(
+            region(&config, "mars").unwrap_err().to_string(),
+            "unknown region \"mars\"; expected one of local"
+        );
+        for raw in ["z".repeat(10 * 1024), "a\u{1b}[2J".to_string()] {
+            assert_eq!(
+                region(&config, &raw).unwrap_err().to_string(),
+                "unknown region; expected one of local"
+            );
+        }
     }
 }

@@ -47,10 +47,20 @@ pub enum HeartbeatOutcome {
     RoomTaken,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct MatchedHost {
+    /// The host's secret: never in a response, a log line or `Debug` output.
     pub host_id: String,
     pub room_id: String,
+}
+
+impl std::fmt::Debug for MatchedHost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MatchedHost")
+            .field("host_id", &"<redacted>")
+            .field("room_id", &self.room_id)
+            .finish()
+    }
 }
 
 /// A match and what it cost, from DynamoDB's own figures.
@@ -259,6 +269,8 @@ impl Store {
             .key_condition_expression("idleRegion = :region AND expiresAt > :now")
             .expression_attribute_values(":region", s(region))
             .expression_attribute_values(":now", n(self.clock.now()))
+            // Freshest first: the hosts furthest from expiring are the ones worth handing out.
+            .scan_index_forward(false)
             .limit(MATCH_CANDIDATES)
             .return_consumed_capacity(ReturnConsumedCapacity::Total)
             .send()
@@ -303,9 +315,9 @@ impl Store {
                     .consumed_capacity()
                     .and_then(|c| c.capacity_units())
                     .unwrap_or_default();
-                let item: &Item = out
-                    .attributes()
-                    .ok_or_else(|| StoreError::Malformed(host_id.to_string(), "attributes"))?;
+                let item: &Item = out.attributes().ok_or_else(|| {
+                    StoreError::Malformed("HostsTable reservation result".into(), "attributes")
+                })?;
                 Ok(Some(MatchedHost {
                     host_id: host_id.to_string(),
                     room_id: req_s(item, "roomId")?,
@@ -333,5 +345,21 @@ impl Store {
             Err(e) if condition_failed(&e) => Ok(()),
             Err(e) => Err(dynamo_error(e)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_matched_hosts_debug_output_has_no_host_id() {
+        let host = MatchedHost {
+            host_id: "host-id-secret".into(),
+            room_id: "room-1".into(),
+        };
+        let debug = format!("{host:?}");
+        assert!(debug.contains("room-1"), "{debug}");
+        assert!(!debug.contains("host-id-secret"), "{debug}");
     }
 }

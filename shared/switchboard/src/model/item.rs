@@ -23,10 +23,14 @@ pub fn get_s<'a>(item: &'a Item, name: &str) -> Option<&'a str> {
         .map(String::as_str)
 }
 
+/// A required string attribute. A malformed item is reported by its attribute names only:
+/// values may be secrets (tokens, hostIds).
 pub fn req_s(item: &Item, name: &'static str) -> Result<String, StoreError> {
-    get_s(item, name)
-        .map(String::from)
-        .ok_or_else(|| StoreError::Malformed(format!("{item:?}"), name))
+    get_s(item, name).map(String::from).ok_or_else(|| {
+        let mut names: Vec<&str> = item.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        StoreError::Malformed(format!("with attributes [{}]", names.join(", ")), name)
+    })
 }
 
 pub fn get_n(item: &Item, name: &str) -> Option<i64> {
@@ -45,8 +49,10 @@ pub fn condition_failed<E: ProvideErrorMetadata, R>(error: &SdkError<E, R>) -> b
     error.as_service_error().and_then(|e| e.code()) == Some("ConditionalCheckFailedException")
 }
 
-/// For a cancelled transaction: which of its items failed their condition. `None` when the
-/// cancellation was for another reason or carried no per-item reasons.
+/// For a transaction cancelled because a condition failed: which of its items failed theirs
+/// (empty when DynamoDB gave no per-item reasons: the caller looks). `None` for any other
+/// failure, including a cancellation only for conflicts or throttling, which is no domain
+/// answer: `dynamo_error` classifies those (503).
 pub fn cancelled_conditions<R>(
     error: &SdkError<aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError, R>,
 ) -> Option<Vec<bool>> {
@@ -57,13 +63,129 @@ pub fn cancelled_conditions<R>(
             if reasons.is_empty() {
                 return Some(Vec::new());
             }
-            Some(
-                reasons
-                    .iter()
-                    .map(|r| r.code() == Some("ConditionalCheckFailed"))
-                    .collect(),
-            )
+            let failed: Vec<bool> = reasons
+                .iter()
+                .map(|r| r.code() == Some("ConditionalCheckFailed"))
+                .collect();
+            failed.contains(&true).then_some(failed)
         }
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use aws_sdk_dynamodb::config::http::HttpResponse;
+    use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+    use aws_sdk_dynamodb::types::CancellationReason;
+    use aws_sdk_dynamodb::types::error::TransactionCanceledException;
+    use aws_smithy_runtime_api::http::StatusCode;
+    use aws_smithy_types::body::SdkBody;
+
+    /// A TransactWriteItems cancellation as the SDK parses it, with one reason per item.
+    pub(crate) fn cancelled(reasons: &[&str]) -> SdkError<TransactWriteItemsError, HttpResponse> {
+        let mut exception =
+            TransactionCanceledException::builder().message("Transaction cancelled");
+        for code in reasons {
+            exception =
+                exception.cancellation_reasons(CancellationReason::builder().code(*code).build());
+        }
+        let status = StatusCode::try_from(400).unwrap();
+        SdkError::service_error(
+            TransactWriteItemsError::TransactionCanceledException(exception.build()),
+            HttpResponse::new(status, SdkBody::empty()),
+        )
+    }
+
+    #[test]
+    fn only_failed_conditions_are_domain_answers() {
+        assert_eq!(
+            cancelled_conditions(&cancelled(&["None", "ConditionalCheckFailed"])),
+            Some(vec![false, true])
+        );
+        for reasons in [
+            &["TransactionConflict", "None"][..],
+            &["None", "ThrottlingError"],
+            &["ValidationError", "None"],
+        ] {
+            assert_eq!(
+                cancelled_conditions(&cancelled(reasons)),
+                None,
+                "{reasons:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn conflicts_and_throttling_are_unavailable_not_domain_answers() {
+        use crate::error::{StoreError, dynamo_error};
+        for reasons in [
+            &["TransactionConflict", "None"][..],
+            &["None", "ThrottlingError"],
+            &["TransactionConflict", "TransactionConflict", "None"],
+        ] {
+            assert!(
+                matches!(dynamo_error(cancelled(reasons)), StoreError::Unavailable(_)),
+                "{reasons:?}"
+            );
+        }
+        // A failed condition is the answer even when another item conflicted; a validation
+        // error is a bug.
+        for reasons in [
+            &["ConditionalCheckFailed", "TransactionConflict"][..],
+            &["ValidationError", "None"],
+        ] {
+            assert!(
+                matches!(dynamo_error(cancelled(reasons)), StoreError::Dynamo(_)),
+                "{reasons:?}"
+            );
+        }
+        let throttled = SdkError::service_error(
+            TransactWriteItemsError::generic(
+                aws_sdk_dynamodb::error::ErrorMetadata::builder()
+                    .code("ThrottlingException")
+                    .build(),
+            ),
+            HttpResponse::new(StatusCode::try_from(400).unwrap(), SdkBody::empty()),
+        );
+        assert!(matches!(
+            dynamo_error(throttled),
+            StoreError::Unavailable(_)
+        ));
+        let failing = SdkError::service_error(
+            TransactWriteItemsError::generic(
+                aws_sdk_dynamodb::error::ErrorMetadata::builder().build(),
+            ),
+            HttpResponse::new(StatusCode::try_from(500).unwrap(), SdkBody::empty()),
+        );
+        assert!(matches!(dynamo_error(failing), StoreError::Unavailable(_)));
+        let denied = SdkError::service_error(
+            TransactWriteItemsError::generic(
+                aws_sdk_dynamodb::error::ErrorMetadata::builder()
+                    .code("AccessDeniedException")
+                    .build(),
+            ),
+            HttpResponse::new(StatusCode::try_from(400).unwrap(), SdkBody::empty()),
+        );
+        assert!(matches!(dynamo_error(denied), StoreError::Dynamo(_)));
+    }
+
+    #[test]
+    fn a_malformed_item_is_reported_without_its_values() {
+        let item: Item = [
+            ("roomId", s("room-1")),
+            ("token", s("sfu-token-secret")),
+            ("ownerHost", s("host-id-secret")),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        let text = req_s(&item, "servingPeer").unwrap_err().to_string();
+        assert!(text.contains("servingPeer"), "{text}");
+        for value in ["room-1", "sfu-token-secret", "host-id-secret"] {
+            assert!(!text.contains(value), "{text}");
+        }
     }
 }

@@ -64,6 +64,7 @@ impl RoomState {
     }
 }
 
+/// Its `Debug` output leaves out the SFU token and the owning host's id (secrets).
 #[derive(Clone)]
 pub struct Room {
     pub room_id: String,
@@ -86,16 +87,21 @@ pub struct Room {
 
 impl std::fmt::Debug for Room {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // The token and the owner's hostId are secrets: never in Debug output.
+        let redacted = |secret: &Option<String>| secret.as_ref().map(|_| "<redacted>");
         f.debug_struct("Room")
             .field("room_id", &self.room_id)
             .field("kind", &self.kind)
             .field("state", &self.state)
             .field("url_path", &self.url_path)
+            .field("token", &redacted(&self.token))
+            .field("owner_host", &redacted(&self.owner_host))
             .field("serving_peer", &self.serving_peer)
+            .field("serving_connection", &self.serving_connection)
             .field("task_arn", &self.task_arn)
+            .field("slot", &self.slot)
             .field("deadline", &self.deadline)
-            .finish_non_exhaustive()
+            .field("expires_at", &self.expires_at)
+            .finish()
     }
 }
 
@@ -793,4 +799,30 @@ enum ClaimAttempt {
     Claimed(Option<u32>),
     RoomTaken,
     PathTaken,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rooms_debug_output_has_no_token_or_host_id() {
+        let item: Item = [
+            ("roomId", s("room-1")),
+            ("kind", s("host")),
+            ("token", s("sfu-token-secret")),
+            ("ownerHost", s("host-id-secret")),
+            (EXPIRES_AT, n(1)),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        let room = Room::from_item(&item).unwrap();
+        let debug = format!("{room:?}");
+        assert!(debug.contains("room-1"), "{debug}");
+        assert!(
+            !debug.contains("sfu-token-secret") && !debug.contains("host-id-secret"),
+            "{debug}"
+        );
+    }
 }

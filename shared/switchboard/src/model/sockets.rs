@@ -1,10 +1,14 @@
 //! WebSocket connections (ConnectionsTable, key `connectionId`) and room membership
 //! (MembersTable, key `roomId` + `peerId`). A connection joins one room as one peer, once;
-//! both records carry the same TTL, past API Gateway's 2 h connection limit.
+//! both records carry the same TTL, past API Gateway's 2 h connection limit. A room's clients
+//! are counted on its room item (`memberCount`, RoomsTable) in the same transactions that
+//! add and remove them, which is what holds a room to `SWITCHBOARD_MAX_ROOM_MEMBERS`.
 
-use aws_sdk_dynamodb::types::{Put, ReturnValue, TransactWriteItem, Update};
+use aws_sdk_dynamodb::types::{Delete, Put, ReturnValue, TransactWriteItem, Update};
 
-use super::item::{Item, cancelled_conditions, condition_failed, get_s, is_live, n, req_s, s};
+use super::item::{
+    Item, cancelled_conditions, condition_failed, get_n, get_s, is_live, n, req_s, s,
+};
 use super::{CONNECTION_TTL_SECONDS, EXPIRES_AT, Store};
 use crate::error::{StoreError, dynamo_error};
 
@@ -89,6 +93,29 @@ pub enum JoinOutcome {
     PeerIdTaken,
     /// This connection already identified as someone else, or is not open.
     AlreadyIdentified,
+    /// The room already holds its cap of identified clients.
+    RoomFull,
+    /// The room stopped existing (or expired) before the join.
+    RoomGone,
+}
+
+/// Tries of a join or a counted leave before a conflict or throttling is the caller's (503).
+const WRITE_ATTEMPTS: u32 = 5;
+
+/// Waits a little longer after each transient failure (conflicting transactions on a busy
+/// room's counter), with jitter so that contenders spread out.
+async fn back_off(attempt: u32) {
+    use rand::Rng;
+    let base = 10u64 << attempt.min(5);
+    let jitter = rand::rng().random_range(0..=base);
+    tokio::time::sleep(std::time::Duration::from_millis(base + jitter)).await;
+}
+
+/// A room's client count as read, to correct it only if nothing changed since.
+struct MemberCount {
+    members: i64,
+    /// Bumped by every counted join and leave, in the same transaction as the membership.
+    epoch: Option<i64>,
 }
 
 impl Store {
@@ -123,16 +150,110 @@ impl Store {
 
     /// Makes `connection_id` peer `peer_id` of `room_id`, atomically with its membership.
     /// Identifying again as the same peer of the same room is allowed (idempotent).
+    ///
+    /// A room holds at most `max_clients` clients (its serving peer is not counted): the room
+    /// item's `memberCount` is raised in the same transaction that makes a client a member,
+    /// under the condition that it is below the cap, and lowered when a member leaves. A
+    /// count that drifted (a member that expired without leaving) is corrected from the live
+    /// members when it says the room is full, so the cap is exact.
     pub async fn join_room(
         &self,
         connection_id: &str,
         room_id: &str,
         peer_id: &str,
         role: Role,
+        max_clients: i64,
     ) -> Result<JoinOutcome, StoreError> {
-        // An authenticated serving peer (SFU, host) may take its id over from a socket that
-        // has not been cleaned up yet; a client may not take another client's id.
-        let takeover = role.is_serving();
+        let mut recounted = false;
+        let mut transient = None;
+        for attempt in 0..WRITE_ATTEMPTS {
+            // Strongly consistent: whether this join makes a new member decides whether it
+            // counts, and the write's condition holds it to what was read.
+            let existing = match role {
+                Role::Client => self.member(room_id, peer_id).await?,
+                _ => None,
+            };
+            let counted = role == Role::Client && existing.is_none();
+            let result = self
+                .join_transaction(connection_id, room_id, peer_id, role, counted, max_clients)
+                .await?
+                .send()
+                .await;
+            let e = match result {
+                Ok(_) => return Ok(JoinOutcome::Joined),
+                Err(e) => e,
+            };
+            match cancelled_conditions(&e) {
+                Some(failed) if failed.first() == Some(&true) => {
+                    return Ok(JoinOutcome::AlreadyIdentified);
+                }
+                Some(failed) if failed.get(1) == Some(&true) => match existing {
+                    Some(member) if member.connection_id != connection_id => {
+                        return Ok(JoinOutcome::PeerIdTaken);
+                    }
+                    // The member changed since it was read: read it again.
+                    _ => continue,
+                },
+                Some(failed) => {
+                    // The room's count refused it (or, with no per-item reasons, may have).
+                    if failed.get(2) == Some(&true) || (failed.is_empty() && counted) {
+                        match self.member_count(room_id).await? {
+                            None => return Ok(JoinOutcome::RoomGone),
+                            Some(count) if count.members >= max_clients => {
+                                if recounted
+                                    || self.recount_clients(room_id, &count).await? >= max_clients
+                                {
+                                    return Ok(JoinOutcome::RoomFull);
+                                }
+                                recounted = true;
+                                continue;
+                            }
+                            // A place freed up meanwhile.
+                            Some(_) if !failed.is_empty() => continue,
+                            Some(_) => {}
+                        }
+                    }
+                    // No per-item reasons: tell the two apart by looking.
+                    let ours = self.connection(connection_id).await?;
+                    let consistent = ours.as_ref().is_some_and(|c| match &c.membership {
+                        None => true,
+                        Some((room, peer, _)) => room == room_id && peer == peer_id,
+                    });
+                    return Ok(if consistent {
+                        JoinOutcome::PeerIdTaken
+                    } else {
+                        JoinOutcome::AlreadyIdentified
+                    });
+                }
+                None => match dynamo_error(e) {
+                    // Conflicting joins of one busy room: try again shortly.
+                    error @ StoreError::Unavailable(_) => {
+                        transient = Some(error);
+                        back_off(attempt).await;
+                    }
+                    error => return Err(error),
+                },
+            }
+        }
+        Err(transient.unwrap_or_else(|| {
+            StoreError::Unavailable(format!("join of room {room_id} kept losing races"))
+        }))
+    }
+
+    /// The join's writes: the connection's membership, the member item, and for a new client
+    /// the room's count (third, so cancellation reasons name it by position).
+    async fn join_transaction(
+        &self,
+        connection_id: &str,
+        room_id: &str,
+        peer_id: &str,
+        role: Role,
+        counted: bool,
+        max_clients: i64,
+    ) -> Result<
+        aws_sdk_dynamodb::operation::transact_write_items::builders::TransactWriteItemsFluentBuilder,
+        StoreError,
+    >{
         let now = self.clock.now();
         let expires_at = now + CONNECTION_TTL_SECONDS;
         let update = Update::builder()
@@ -158,43 +279,106 @@ impl Store {
             .item("connectionId", s(connection_id))
             .item("role", s(role.as_str()))
             .item(EXPIRES_AT, n(expires_at));
-        if !takeover {
-            put = put
-                .condition_expression(
-                    "attribute_not_exists(peerId) OR connectionId = :conn OR expiresAt <= :now",
-                )
+        // An authenticated serving peer (SFU, host) may take its id over from a socket that
+        // has not been cleaned up yet; a client may not take another client's id. A client's
+        // write holds to what was read: a new member (counted), or its own live one.
+        put = match (role.is_serving(), counted) {
+            (true, _) => put,
+            (false, true) => put
+                .condition_expression("attribute_not_exists(peerId) OR expiresAt <= :now")
+                .expression_attribute_values(":now", n(now)),
+            (false, false) => put
+                .condition_expression("connectionId = :conn AND expiresAt > :now")
                 .expression_attribute_values(":conn", s(connection_id))
-                .expression_attribute_values(":now", n(now));
-        }
+                .expression_attribute_values(":now", n(now)),
+        };
         let put = put.build().map_err(dynamo_error)?;
-        let result = self
+        let mut transaction = self
             .client
             .transact_write_items()
             .transact_items(TransactWriteItem::builder().update(update).build())
-            .transact_items(TransactWriteItem::builder().put(put).build())
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(JoinOutcome::Joined),
-            Err(e) => match cancelled_conditions(&e) {
-                Some(failed) if failed.first() == Some(&true) => Ok(JoinOutcome::AlreadyIdentified),
-                Some(failed) if failed.get(1) == Some(&true) => Ok(JoinOutcome::PeerIdTaken),
-                Some(_) => {
-                    // No per-item reasons: tell the two apart by looking.
-                    let ours = self.connection(connection_id).await?;
-                    let consistent = ours.as_ref().is_some_and(|c| match &c.membership {
-                        None => true,
-                        Some((room, peer, _)) => room == room_id && peer == peer_id,
-                    });
-                    Ok(if consistent {
-                        JoinOutcome::PeerIdTaken
-                    } else {
-                        JoinOutcome::AlreadyIdentified
-                    })
-                }
-                None => Err(dynamo_error(e)),
-            },
+            .transact_items(TransactWriteItem::builder().put(put).build());
+        if counted {
+            let count = Update::builder()
+                .table_name(&self.tables.rooms)
+                .key("roomId", s(room_id))
+                .update_expression("ADD memberCount :one, memberEpoch :one")
+                .condition_expression(
+                    "attribute_exists(roomId) AND expiresAt > :now \
+                     AND (attribute_not_exists(memberCount) OR memberCount < :cap)",
+                )
+                .expression_attribute_values(":one", n(1))
+                .expression_attribute_values(":now", n(now))
+                .expression_attribute_values(":cap", n(max_clients))
+                .build()
+                .map_err(dynamo_error)?;
+            transaction =
+                transaction.transact_items(TransactWriteItem::builder().update(count).build());
         }
+        Ok(transaction)
+    }
+
+    /// A live room's client count, read strongly consistently; `None` when the room is gone.
+    async fn member_count(&self, room_id: &str) -> Result<Option<MemberCount>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.tables.rooms)
+            .key("roomId", s(room_id))
+            .projection_expression("roomId, expiresAt, memberCount, memberEpoch")
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(dynamo_error)?;
+        Ok(out
+            .item()
+            .filter(|item| is_live(item, self.clock.now()))
+            .map(|item| MemberCount {
+                members: get_n(item, "memberCount").unwrap_or_default(),
+                epoch: get_n(item, "memberEpoch"),
+            }))
+    }
+
+    /// Counts a room's live clients and, if no join or leave happened since `seen` was read,
+    /// writes that count over the stored one. Returns the live count.
+    async fn recount_clients(&self, room_id: &str, seen: &MemberCount) -> Result<i64, StoreError> {
+        let live = self
+            .members(room_id)
+            .await?
+            .iter()
+            .filter(|m| m.role == Role::Client)
+            .count();
+        let live = i64::try_from(live).unwrap_or(i64::MAX);
+        if live != seen.members {
+            tracing::info!(
+                room_id,
+                stored = seen.members,
+                live,
+                "correcting a room's member count"
+            );
+            let update = self
+                .client
+                .update_item()
+                .table_name(&self.tables.rooms)
+                .key("roomId", s(room_id))
+                .update_expression("SET memberCount = :live")
+                .expression_attribute_values(":live", n(live));
+            let update = match seen.epoch {
+                Some(epoch) => update
+                    .condition_expression("attribute_exists(roomId) AND memberEpoch = :epoch")
+                    .expression_attribute_values(":epoch", n(epoch)),
+                None => update.condition_expression(
+                    "attribute_exists(roomId) AND attribute_not_exists(memberEpoch)",
+                ),
+            };
+            match update.send().await {
+                Ok(_) => {}
+                // Someone joined or left meanwhile: their write is the newer truth.
+                Err(e) if condition_failed(&e) => {}
+                Err(e) => return Err(dynamo_error(e)),
+            }
+        }
+        Ok(live)
     }
 
     /// A live member of a room, read strongly consistently.
@@ -264,25 +448,99 @@ impl Store {
             return Ok(None);
         };
         let mut connection = Connection::from_item(item)?;
-        if let Some((room_id, peer_id, _)) = &connection.membership {
-            let result = self
-                .client
-                .delete_item()
+        if let Some((room_id, peer_id, role)) = &connection.membership {
+            let removed = match role {
+                Role::Client => {
+                    self.remove_counted_member(room_id, peer_id, connection_id)
+                        .await?
+                }
+                _ => self.remove_member(room_id, peer_id, connection_id).await?,
+            };
+            if !removed {
+                // The peer id has since been taken over by another connection: this one no
+                // longer speaks for it.
+                connection.membership = None;
+            }
+        }
+        Ok(Some(connection))
+    }
+
+    /// Deletes a member item if it is still `connection_id`'s; false when it is not.
+    async fn remove_member(
+        &self,
+        room_id: &str,
+        peer_id: &str,
+        connection_id: &str,
+    ) -> Result<bool, StoreError> {
+        let result = self
+            .client
+            .delete_item()
+            .table_name(&self.tables.members)
+            .key("roomId", s(room_id))
+            .key("peerId", s(peer_id))
+            .condition_expression("connectionId = :conn")
+            .expression_attribute_values(":conn", s(connection_id))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e) if condition_failed(&e) => Ok(false),
+            Err(e) => Err(dynamo_error(e)),
+        }
+    }
+
+    /// Deletes a client's member item and lowers its room's count in one transaction (never
+    /// below 0). Where the count cannot be lowered (no count, a room gone, conflicts that
+    /// persist) the member is deleted alone: a count too high is corrected by the next join
+    /// that finds the room full.
+    async fn remove_counted_member(
+        &self,
+        room_id: &str,
+        peer_id: &str,
+        connection_id: &str,
+    ) -> Result<bool, StoreError> {
+        for attempt in 0..WRITE_ATTEMPTS {
+            let delete = Delete::builder()
                 .table_name(&self.tables.members)
                 .key("roomId", s(room_id))
                 .key("peerId", s(peer_id))
                 .condition_expression("connectionId = :conn")
                 .expression_attribute_values(":conn", s(connection_id))
+                .build()
+                .map_err(dynamo_error)?;
+            let count = Update::builder()
+                .table_name(&self.tables.rooms)
+                .key("roomId", s(room_id))
+                .update_expression("ADD memberCount :minus, memberEpoch :one")
+                .condition_expression("memberCount > :zero")
+                .expression_attribute_values(":minus", n(-1))
+                .expression_attribute_values(":one", n(1))
+                .expression_attribute_values(":zero", n(0))
+                .build()
+                .map_err(dynamo_error)?;
+            let result = self
+                .client
+                .transact_write_items()
+                .transact_items(TransactWriteItem::builder().delete(delete).build())
+                .transact_items(TransactWriteItem::builder().update(count).build())
                 .send()
                 .await;
-            match result {
-                Ok(_) => {}
-                // The peer id has since been taken over by another connection: this one no
-                // longer speaks for it.
-                Err(e) if condition_failed(&e) => connection.membership = None,
-                Err(e) => return Err(dynamo_error(e)),
+            let e = match result {
+                Ok(_) => return Ok(true),
+                Err(e) => e,
+            };
+            match cancelled_conditions(&e) {
+                Some(failed) if failed.first() == Some(&true) => return Ok(false),
+                Some(_) => break,
+                None => match dynamo_error(e) {
+                    StoreError::Unavailable(_) if attempt + 1 < WRITE_ATTEMPTS => {
+                        back_off(attempt).await
+                    }
+                    StoreError::Unavailable(_) => break,
+                    error => return Err(error),
+                },
             }
         }
-        Ok(Some(connection))
+        self.remove_member(room_id, peer_id, connection_id).await
     }
 }
