@@ -96,7 +96,7 @@ async fn a_room_that_never_identifies_is_ended_and_its_task_stopped() {
 
     t.clock.advance(2);
     let report = t.stack.sweep().await;
-    assert_eq!(report.ended, [room.clone()], "{report:?}");
+    assert_eq!(report.ended, std::slice::from_ref(&room), "{report:?}");
     wait_for_event(&dir, &room, "sigterm").await;
     assert_eq!(running(&t), 0, "no task runs on");
     assert!(
@@ -118,9 +118,17 @@ async fn an_sfu_that_reconnects_within_the_grace_keeps_its_room() {
     let room = create_room(&t).await;
     let sfu = sfu_identifies(&t, &room).await;
     let (status, claimed) = t
-        .call("PATCH", "/claimRoom", Some(r#"{"urlPath":"/standup"}"#), None)
+        .call(
+            "PATCH",
+            "/claimRoom",
+            Some(r#"{"urlPath":"/standup"}"#),
+            None,
+        )
         .await;
-    assert_eq!((status, claimed["roomId"].as_str()), (200, Some(room.as_str())));
+    assert_eq!(
+        (status, claimed["roomId"].as_str()),
+        (200, Some(room.as_str()))
+    );
     let mut alice = join(&t, &room, "alice").await;
 
     // API Gateway closes the SFU's socket (idle timeout, 2 h limit, a network blip).
@@ -135,7 +143,10 @@ async fn an_sfu_that_reconnects_within_the_grace_keeps_its_room() {
     let (status, found) = t
         .call("GET", "/getRoomId?urlPath=standup", None, None)
         .await;
-    assert_eq!((status, found["roomId"].as_str()), (200, Some(room.as_str())));
+    assert_eq!(
+        (status, found["roomId"].as_str()),
+        (200, Some(room.as_str()))
+    );
     alice
         .send(
             "handshake",
@@ -158,14 +169,16 @@ async fn an_sfu_that_reconnects_within_the_grace_keeps_its_room() {
     sfu.kill();
     alice.expect_silence(QUIET).await;
     t.clock.advance(31);
-    assert_eq!(t.stack.sweep().await.ended, [room.clone()]);
+    assert_eq!(t.stack.sweep().await.ended, std::slice::from_ref(&room));
     assert_eq!(
         alice.recv("the SFU leaving").await,
         json!({ "type": "sfuDisconnect", "sfuId": room })
     );
     wait_for_event(&dir, &room, "sigterm").await;
     assert_eq!(
-        t.call("GET", "/getRoomId?urlPath=standup", None, None).await.0,
+        t.call("GET", "/getRoomId?urlPath=standup", None, None)
+            .await
+            .0,
         404,
         "the path is free"
     );
@@ -178,8 +191,13 @@ async fn an_operator_ends_a_room_now() {
     let t = TestStack::start_with(with_tasks(&dir)).await;
     let room = create_room(&t).await;
     let _sfu = sfu_identifies(&t, &room).await;
-    t.call("PATCH", "/claimRoom", Some(r#"{"urlPath":"town-hall"}"#), None)
-        .await;
+    t.call(
+        "PATCH",
+        "/claimRoom",
+        Some(r#"{"urlPath":"town-hall"}"#),
+        None,
+    )
+    .await;
     let mut bob = join(&t, &room, "bob").await;
 
     let path = format!("/rooms/{room}");
@@ -290,7 +308,11 @@ async fn a_restart_leaves_no_task_without_a_record_and_no_record_without_a_task(
     ];
     expected.sort();
     assert_eq!(ended, expected, "every record without a task is ended");
-    assert_eq!(report.orphans_stopped, [orphan_arn], "every task without a record is stopped");
+    assert_eq!(
+        report.orphans_stopped,
+        [orphan_arn],
+        "every task without a record is stopped"
+    );
     assert!(
         t.store().servers(SFU_APP, 100).await.unwrap().is_empty(),
         "no server record is left"
@@ -390,7 +412,12 @@ async fn the_warm_pool_fills_refills_and_waits_out_capacity() {
 
     for path in ["a", "b"] {
         let (status, body) = t
-            .call("PATCH", "/claimRoom", Some(&format!(r#"{{"urlPath":"{path}"}}"#)), None)
+            .call(
+                "PATCH",
+                "/claimRoom",
+                Some(&format!(r#"{{"urlPath":"{path}"}}"#)),
+                None,
+            )
             .await;
         assert_eq!(status, 200, "{body}");
     }
@@ -433,9 +460,14 @@ async fn an_exhausted_capacity_fails_quietly_and_the_pool_fills_later() {
     assert_eq!(status, 200, "{body}");
     // Capacity returns: the operator's room ends and frees its task slot.
     assert_eq!(
-        t.call("DELETE", &format!("/rooms/{extra}"), None, Some(OPERATOR_KEY))
-            .await
-            .0,
+        t.call(
+            "DELETE",
+            &format!("/rooms/{extra}"),
+            None,
+            Some(OPERATOR_KEY)
+        )
+        .await
+        .0,
         200
     );
     let report = t.stack.sweep().await;

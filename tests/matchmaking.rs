@@ -216,7 +216,11 @@ async fn a_busy_host_stays_busy_until_status_idle() {
         "nor does a heartbeat without status"
     );
     t.clock.advance(25);
-    assert_eq!(t.find_match(None).await.0, 404, "still busy well past a lease");
+    assert_eq!(
+        t.find_match(None).await.0,
+        404,
+        "still busy well past a lease"
+    );
     assert_eq!(t.status("h1", "idle").await.0, 200);
     assert_eq!(
         t.find_match(None).await.1["roomId"],

@@ -474,7 +474,7 @@ async fn leaving_notifies_exactly_the_room() {
     );
     // The grace lapses: the sweeper tells its clients, and the room is gone.
     t.clock.advance(31);
-    assert_eq!(t.stack.sweep().await.ended, [room.clone()]);
+    assert_eq!(t.stack.sweep().await.ended, std::slice::from_ref(&room));
     assert_eq!(
         carol.recv("the SFU leaving").await,
         json!({ "type": "sfuDisconnect", "sfuId": room })
@@ -964,7 +964,10 @@ async fn the_stock_arbiter_sfu_may_omit_its_token_once_when_allowed() {
     let room = body["roomId"].as_str().unwrap().to_string();
     let mut sfu = Peer::connect(&t.stack.ws_url, "sfu").await;
     let answer = sfu.identify(json!({ "id": room, "type": "sfu" })).await;
-    assert_eq!((answer["type"].as_str(), answer["status"].as_u64()), (Some("error"), Some(401)));
+    assert_eq!(
+        (answer["type"].as_str(), answer["status"].as_u64()),
+        (Some("error"), Some(401))
+    );
 
     // SWITCHBOARD_SFU_TOKEN_OPTIONAL=true: the first identify of a starting room may omit it.
     let mut options = options();
@@ -991,7 +994,9 @@ async fn the_stock_arbiter_sfu_may_omit_its_token_once_when_allowed() {
     // coming back after losing its socket.
     let mut impostor = Peer::connect(&t.stack.ws_url, "impostor").await;
     assert_eq!(
-        impostor.identify(json!({ "id": room, "type": "sfu" })).await["status"],
+        impostor
+            .identify(json!({ "id": room, "type": "sfu" }))
+            .await["status"],
         401
     );
     sfu.kill();

@@ -146,7 +146,8 @@ fn preflight(origin: Option<&str>) -> Response {
 /// Matches a request path against a route path with `{name}` segments, as API Gateway does;
 /// returns the path parameters (URL-decoded).
 fn path_parameters(template: &str, path: &str) -> Option<BTreeMap<String, String>> {
-    let (wanted, got): (Vec<&str>, Vec<&str>) = (template.split('/').collect(), path.split('/').collect());
+    let (wanted, got): (Vec<&str>, Vec<&str>) =
+        (template.split('/').collect(), path.split('/').collect());
     if wanted.len() != got.len() {
         return None;
     }

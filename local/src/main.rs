@@ -65,11 +65,8 @@ fn parse_args() -> Result<Args, String> {
                 )
             }
             "--sweep-interval-seconds" => {
-                args.sweep_interval_seconds = value
-                    .parse()
-                    .ok()
-                    .filter(|n| *n > 0)
-                    .ok_or_else(|| {
+                args.sweep_interval_seconds =
+                    value.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
                         format!("--sweep-interval-seconds: {value:?} is not a positive number")
                     })?
             }
@@ -160,9 +157,7 @@ async fn run(args: Args) -> Result<(), String> {
     options.ecs_capacity = args.ecs_capacity;
     options.task_stop_timeout = std::time::Duration::from_secs(args.task_stop_timeout_seconds);
     options.table_prefix = args.table_prefix;
-    options.sweep_interval = Some(std::time::Duration::from_secs(
-        args.sweep_interval_seconds,
-    ));
+    options.sweep_interval = Some(std::time::Duration::from_secs(args.sweep_interval_seconds));
     if let Some(template) = args.template {
         options.template = template;
     }

@@ -234,7 +234,12 @@ impl TestStack {
         let token = self.task_env(&room_id, "SFU_TOKEN");
         let attached = self
             .store()
-            .attach_sfu(&room_id, switchboard::model::SfuProof::Token(&token), &room_id, &format!("conn-{room_id}"))
+            .attach_sfu(
+                &room_id,
+                switchboard::model::SfuProof::Token(&token),
+                &room_id,
+                &format!("conn-{room_id}"),
+            )
             .await
             .expect("attach");
         assert!(attached.is_some(), "the SFU's token is accepted");

@@ -1,3 +1,6 @@
+// Deep async state machines (the model's futures nest) need more than the default.
+#![recursion_limit = "256"]
+
 use aws_lambda_events::apigw::ApiGatewayV2httpRequest;
 use lambda_runtime::{Error, LambdaEvent, run, service_fn};
 

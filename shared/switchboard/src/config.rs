@@ -182,12 +182,14 @@ impl Config {
         };
         let warm_rooms = match get("SWITCHBOARD_WARM_ROOMS") {
             None => 0,
-            Some(v) => v.parse::<u32>().ok().filter(|n| *n <= MAX_WARM_ROOMS).ok_or_else(|| {
-                ConfigError::Invalid {
+            Some(v) => v
+                .parse::<u32>()
+                .ok()
+                .filter(|n| *n <= MAX_WARM_ROOMS)
+                .ok_or_else(|| ConfigError::Invalid {
                     name: "SWITCHBOARD_WARM_ROOMS",
                     reason: format!("{v:?} is not a number from 0 to {MAX_WARM_ROOMS}"),
-                }
-            })?,
+                })?,
         };
         let sfu_token_optional = match get("SWITCHBOARD_SFU_TOKEN_OPTIONAL").as_deref() {
             None | Some("false") => false,

@@ -107,7 +107,10 @@ async fn launch_room_as(
                     tracing::error!(error = %cleanup, room_id, "could not delete the room of a refused launch");
                 }
             } else {
-                tracing::error!(room_id, "launch outcome unknown; the sweeper ends the room at its start deadline");
+                tracing::error!(
+                    room_id,
+                    "launch outcome unknown; the sweeper ends the room at its start deadline"
+                );
             }
             return Err(e.into());
         }
@@ -116,7 +119,13 @@ async fn launch_room_as(
         // Without its ARN on record the task is stopped now; failing that, the sweeper finds
         // it by `startedBy` when the room's start deadline passes.
         if let Some(settings) = deps.config.ecs.as_ref()
-            && let Err(stop) = ecs::stop_task(&deps.ecs, settings, &task_arn, "Switchboard could not record the task").await
+            && let Err(stop) = ecs::stop_task(
+                &deps.ecs,
+                settings,
+                &task_arn,
+                "Switchboard could not record the task",
+            )
+            .await
         {
             tracing::error!(error = %stop, room_id, "could not stop an unrecorded task");
         }
@@ -305,11 +314,7 @@ async fn reconcile(deps: &Deps, report: &mut SweepReport) -> Result<(), Lifecycl
             "Switchboard has no record of this task",
         )
         .await?;
-        tracing::warn!(
-            task = task.task_arn,
-            server_id,
-            "orphan task stopped"
-        );
+        tracing::warn!(task = task.task_arn, server_id, "orphan task stopped");
         report.orphans_stopped.push(task.task_arn);
     }
     Ok(())

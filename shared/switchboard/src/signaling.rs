@@ -129,11 +129,7 @@ async fn forget(
     match connection.membership {
         Some((room_id, _, role)) if role.is_serving() => {
             deps.store
-                .detach_serving_peer(
-                    &room_id,
-                    connection_id,
-                    deps.config.reconnect_grace_seconds,
-                )
+                .detach_serving_peer(&room_id, connection_id, deps.config.reconnect_grace_seconds)
                 .await?;
             Ok(None)
         }
@@ -173,7 +169,11 @@ pub async fn notify_members(
             .filter(|member| Some(member.connection_id.as_str()) != except),
     )
     .for_each_concurrent(NOTIFY_CONCURRENCY, |member| async move {
-        match deps.sockets.post(context, &member.connection_id, notice).await {
+        match deps
+            .sockets
+            .post(context, &member.connection_id, notice)
+            .await
+        {
             Ok(Delivery::Delivered) => {}
             Ok(Delivery::Gone) => forget_quietly(deps, &member.connection_id).await,
             Err(e) => {

@@ -38,9 +38,10 @@ pub fn ice_servers(config: &Config, user: &str, now: i64) -> Vec<Value> {
 /// The answer getRoomId and claimRoom give a room client: the room (as `roomId` and, for the
 /// Arbiter SDK, `id`), the signaling URL and ICE servers with TURN credentials for the room.
 pub fn room_answer(deps: &crate::Deps, room_id: &str) -> Result<Value, crate::ApiError> {
-    let signaling_url = deps.config.ws_url.clone().ok_or_else(|| {
-        crate::ApiError::Internal("SWITCHBOARD_WS_URL is not configured".into())
-    })?;
+    let signaling_url =
+        deps.config.ws_url.clone().ok_or_else(|| {
+            crate::ApiError::Internal("SWITCHBOARD_WS_URL is not configured".into())
+        })?;
     let now = deps.store.clock().now();
     Ok(json!({
         "roomId": room_id,

@@ -604,8 +604,9 @@ impl Store {
             .expression_attribute_values(":conn", s(connection_id))
             .expression_attribute_values(":deadline", n(self.clock.expiry_in(grace_seconds)));
         request = match room.kind {
-            RoomKind::Sfu => request
-                .update_expression("SET deadline = :deadline REMOVE servingConnection"),
+            RoomKind::Sfu => {
+                request.update_expression("SET deadline = :deadline REMOVE servingConnection")
+            }
             RoomKind::Host => request
                 .update_expression("SET app = :app, deadline = :deadline REMOVE servingConnection")
                 .expression_attribute_values(":app", s(HOST_APP)),
@@ -677,8 +678,8 @@ impl Store {
         only_if_due: bool,
     ) -> Result<Option<Room>, StoreError> {
         let now = self.clock.now();
-        let mut condition = "attribute_exists(roomId) AND (#state <> :ending OR deadline <= :now)"
-            .to_string();
+        let mut condition =
+            "attribute_exists(roomId) AND (#state <> :ending OR deadline <= :now)".to_string();
         if only_if_due {
             condition.push_str(" AND deadline <= :now");
         }
