@@ -16,7 +16,7 @@ const QUIET: Duration = Duration::from_millis(400);
 /// `<dir>/<ROOM_ID>`.
 fn trap_task(dir: &Path) -> String {
     format!(
-        r#"f="{}/$ROOM_ID"; echo started >> "$f"; trap 'echo sigterm >> "$f"; exit 0' TERM; while :; do sleep 0.1; done"#,
+        r#"f="{}/${{ROOM_ID:-other}}"; echo started >> "$f"; trap 'echo sigterm >> "$f"; exit 0' TERM; while :; do sleep 0.1; done"#,
         dir.display()
     )
 }
@@ -473,4 +473,137 @@ async fn an_exhausted_capacity_fails_quietly_and_the_pool_fills_later() {
     let report = t.stack.sweep().await;
     assert_eq!(report.launched.len(), 1, "{report:?}");
     assert!(claimable(&t, &mut sfus, &mut known).await >= 1);
+}
+
+/// Lines of the example server's events file for `room`.
+fn count(dir: &Path, room: &str, what: &str) -> usize {
+    events(dir, room).lines().filter(|l| *l == what).count()
+}
+
+async fn wait_for_count(dir: &Path, room: &str, what: &str, n: usize) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while count(dir, room, what) < n {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{room}: {what:?} seen {} times, not {n}: {:?}",
+            count(dir, room, what),
+            events(dir, room)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_real_sfu_process_fills_the_pool_and_keeps_its_room_across_a_lost_socket() {
+    let dir = events_dir();
+    let mut options = options();
+    options.task_command = Some(format!(
+        r#"EXAMPLE_SERVER_EVENTS="{}/$ROOM_ID" exec {}"#,
+        dir.display(),
+        env!("CARGO_BIN_EXE_example-server")
+    ));
+    options.task_stop_timeout = Duration::from_secs(1);
+    warm(&mut options, 1);
+    let t = TestStack::start_with(options).await;
+
+    // The pool launches a room; its SFU process connects and identifies with its token.
+    let launched = t.stack.sweep().await.launched;
+    assert_eq!(launched.len(), 1);
+    let room = launched[0].clone();
+    wait_for_count(&dir, &room, "identified", 1).await;
+    let (status, body) = t
+        .call("PATCH", "/claimRoom", Some(r#"{"urlPath":"live"}"#), None)
+        .await;
+    assert_eq!(
+        (status, body["roomId"].as_str()),
+        (200, Some(room.as_str()))
+    );
+    let mut alice = join(&t, &room, "alice").await;
+    let offer = json!({ "type": "producer", "description": { "type": "offer", "sdp": "v=0" } });
+    alice.send("handshake", offer.clone()).await;
+    assert_eq!(
+        alice.recv("the SFU's answer").await["description"]["sdp"],
+        format!("answer-from-{room}")
+    );
+
+    // API Gateway drops the SFU's socket; the process reconnects and identifies again.
+    let serving = t
+        .store()
+        .room(&room)
+        .await
+        .unwrap()
+        .unwrap()
+        .serving_connection
+        .unwrap();
+    let management = t.stack.ws_url.replacen("ws://", "http://", 1);
+    let dropped = reqwest::Client::new()
+        .delete(format!("{management}/@connections/{serving}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(dropped.status().as_u16(), 204);
+    wait_for_count(&dir, &room, "identified", 2).await;
+    alice.expect_silence(QUIET).await;
+    alice.send("handshake", offer).await;
+    assert_eq!(
+        alice.recv("the answer after the reconnect").await["description"]["sdp"],
+        format!("answer-from-{room}")
+    );
+
+    // Now the process hangs (SIGSTOP) and its socket goes: the grace lapses.
+    let task = t
+        .stack
+        .tasks()
+        .into_iter()
+        .find(|task| task.started_by.as_deref() == Some(room.as_str()))
+        .unwrap();
+    let pid = task.pid.unwrap() as i32;
+    // SAFETY: kill(2) on the task process this test's stack started.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    let serving = t
+        .store()
+        .room(&room)
+        .await
+        .unwrap()
+        .unwrap()
+        .serving_connection
+        .unwrap();
+    reqwest::Client::new()
+        .delete(format!("{management}/@connections/{serving}"))
+        .send()
+        .await
+        .unwrap();
+    tokio::time::sleep(QUIET).await;
+    t.clock.advance(31);
+    let report = t.stack.sweep().await;
+    assert!(report.ended.contains(&room), "{report:?}");
+    assert_eq!(
+        alice.recv("the SFU leaving").await,
+        json!({ "type": "sfuDisconnect", "sfuId": room })
+    );
+    assert_eq!(
+        t.call("GET", "/getRoomId?urlPath=live", None, None).await.0,
+        404,
+        "the path is free"
+    );
+    // SIGTERM finds a stopped process; SIGKILL follows after the stop timeout.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while t
+        .stack
+        .tasks()
+        .iter()
+        .any(|task| task.pid == Some(pid as u32) && !task.stopped)
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the task process is gone"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // SAFETY: signal 0 only asks whether the process exists.
+    assert_ne!(
+        unsafe { libc::kill(pid, 0) },
+        0,
+        "no process outlives its room"
+    );
 }
