@@ -224,9 +224,17 @@ struct Tasks {
     tokens: HashMap<String, (Value, Vec<usize>)>,
 }
 
+/// `family` of `family`, `family:3` or a task definition ARN.
+fn family_of(definition: &str) -> String {
+    let name = definition.rsplit('/').next().unwrap_or(definition);
+    name.split(':').next().unwrap_or(name).to_string()
+}
+
 pub struct EcsState {
     cluster: String,
     task_definition: String,
+    /// Families RunTask accepts besides `task_definition`'s (the sessions API's applications).
+    other_families: Vec<String>,
     task_command: Option<String>,
     capacity: Option<usize>,
     gate: Option<crate::LaunchGate>,
@@ -248,6 +256,7 @@ impl EcsState {
         Arc::new(Self {
             cluster: cluster.to_string(),
             task_definition: task_definition.to_string(),
+            other_families: Vec::new(),
             task_command,
             capacity,
             gate,
@@ -255,6 +264,14 @@ impl EcsState {
             tasks: Mutex::default(),
             stopped: Condvar::new(),
         })
+    }
+
+    /// Also accept RunTask of these task definitions (families or ARNs).
+    pub fn with_task_definitions(mut self: Arc<Self>, definitions: Vec<String>) -> Arc<Self> {
+        if let Some(state) = Arc::get_mut(&mut self) {
+            state.other_families = definitions.iter().map(|d| family_of(d)).collect();
+        }
+        self
     }
 
     fn lock(&self) -> MutexGuard<'_, Tasks> {
@@ -298,11 +315,8 @@ impl EcsState {
     }
 
     fn known_definition(&self, requested: &str) -> bool {
-        let family = |s: &str| -> String {
-            let s = s.rsplit('/').next().unwrap_or(s);
-            s.split(':').next().unwrap_or(s).to_string()
-        };
-        family(requested) == self.family()
+        let requested = family_of(requested);
+        requested == self.family() || self.other_families.contains(&requested)
     }
 
     pub fn tasks(&self) -> Vec<TaskRecord> {

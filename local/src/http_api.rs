@@ -52,6 +52,13 @@ pub async fn invoke(
         "status" => status::handler(deps, event).await,
         "find-match" => find_match::handler(deps, event).await,
         "delete-room" => delete_room::handler(deps, event).await,
+        "available-location" => available_location::handler(deps, event).await,
+        "create-session" => create_session::handler(deps, event).await,
+        "list-sessions" => list_sessions::handler(deps, event).await,
+        "get-session" => get_session::handler(deps, event).await,
+        "delete-session" => delete_session::handler(deps, event).await,
+        "join-players" => join_players::handler(deps, event).await,
+        "leave-players" => leave_players::handler(deps, event).await,
         _ => return None,
     })
 }
@@ -66,6 +73,13 @@ pub fn known_function(function: &str) -> bool {
             | "status"
             | "find-match"
             | "delete-room"
+            | "available-location"
+            | "create-session"
+            | "list-sessions"
+            | "get-session"
+            | "delete-session"
+            | "join-players"
+            | "leave-players"
     )
 }
 

@@ -38,6 +38,13 @@ fn template_declares_the_routes_and_tables_of_the_spec() {
         ("POST", "/api/host/status", "status"),
         ("POST", "/api/find-match", "find-match"),
         ("DELETE", "/rooms/{roomId}", "delete-room"),
+        ("GET", "/available-location/{image}", "available-location"),
+        ("POST", "/session", "create-session"),
+        ("GET", "/session", "list-sessions"),
+        ("GET", "/session/{id}", "get-session"),
+        ("DELETE", "/session/{id}", "delete-session"),
+        ("PUT", "/session/player/join", "join-players"),
+        ("DELETE", "/session/player/leave", "leave-players"),
     ]
     .iter()
     .map(|(m, p, f)| (m.to_string(), p.to_string(), f.to_string()))
@@ -113,6 +120,13 @@ fn secrets_reach_only_the_functions_that_use_them() {
         ("claim-room", &["SWITCHBOARD_TURN_SECRET"]),
         ("delete-room", &["SWITCHBOARD_OPERATOR_KEYS"]),
         ("sweeper", &["SWITCHBOARD_TURN_SECRET"]),
+        ("available-location", &["SWITCHBOARD_OPERATOR_KEYS"]),
+        ("create-session", &["SWITCHBOARD_OPERATOR_KEYS"]),
+        ("list-sessions", &["SWITCHBOARD_OPERATOR_KEYS"]),
+        ("get-session", &["SWITCHBOARD_OPERATOR_KEYS"]),
+        ("delete-session", &["SWITCHBOARD_OPERATOR_KEYS"]),
+        ("join-players", &["SWITCHBOARD_OPERATOR_KEYS"]),
+        ("leave-players", &["SWITCHBOARD_OPERATOR_KEYS"]),
         ("connect", &[]),
         ("identify", &[]),
         ("handshake", &[]),

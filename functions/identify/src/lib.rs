@@ -27,13 +27,14 @@ async fn identify(deps: &Deps, event: &ApiGatewayWebsocketProxyRequest) -> Resul
         Some("client") => Role::Client,
         Some("sfu") => Role::Sfu,
         Some("host") => Role::Host,
+        Some("server") => Role::Server,
         _ => return Err(ApiError::bad_request("Missing valid type property")),
     };
     let peer_id = validate::identifier("id", optional_str(&data, "id")?.unwrap_or_default())?;
     let room_id = match (role, optional_str(&data, "roomId")?) {
         (_, Some(room)) => validate::identifier("roomId", room)?,
         // The Arbiter SFU identifies with its room id as `id` and no roomId.
-        (Role::Sfu, None) => peer_id.clone(),
+        (Role::Sfu | Role::Server, None) => peer_id.clone(),
         (_, None) => return Err(ApiError::bad_request("missing roomId")),
     };
     if role == Role::Client && peer_id == room_id {
@@ -86,6 +87,12 @@ async fn identify(deps: &Deps, event: &ApiGatewayWebsocketProxyRequest) -> Resul
                 return Err(ApiError::Unauthorized);
             }
         }
+        Role::Server => {
+            if !deps.store.attach_server(&room, &peer_id, connection).await? {
+                deps.store.close_connection(connection).await?;
+                return Err(ApiError::Unauthorized);
+            }
+        }
         Role::Host => {
             if !deps.store.attach_host(&room, &peer_id, connection).await? {
                 deps.store.close_connection(connection).await?;
@@ -127,6 +134,11 @@ async fn authorize(
             } else {
                 Err(ApiError::Unauthorized)
             }
+        }
+        Role::Server => {
+            let token = optional_str(data, "token")?.ok_or(ApiError::Unauthorized)?;
+            room.filter(|r| r.kind == RoomKind::Server && r.token_matches(token))
+                .ok_or(ApiError::Unauthorized)
         }
         Role::Host => {
             let host_id = optional_str(data, "hostId")?.ok_or(ApiError::Unauthorized)?;

@@ -33,6 +33,17 @@ impl Clock {
         }
     }
 
+    /// Epoch milliseconds (a manual clock's seconds, times 1000).
+    pub fn now_millis(&self) -> i64 {
+        match &self.manual {
+            Some(t) => t.load(Ordering::SeqCst) * 1000,
+            None => SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_millis() as i64)
+                .unwrap_or_default(),
+        }
+    }
+
     /// Moves a manual clock forward; a system clock ignores it.
     pub fn advance(&self, seconds: i64) {
         if let Some(t) = &self.manual {

@@ -1,6 +1,8 @@
 //! Configuration, read once at start-up from the environment (SPEC "Configuration").
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+
+use crate::apps::{self, Application, Location};
 
 use thiserror::Error;
 
@@ -25,16 +27,20 @@ pub struct Tables {
     pub hosts: String,
     pub connections: String,
     pub members: String,
+    pub sessions: String,
+    pub players: String,
 }
 
 impl Tables {
     /// The environment variable that names each table, keyed by its logical id in template.yaml.
-    pub const VARIABLES: [(&'static str, &'static str); 5] = [
+    pub const VARIABLES: [(&'static str, &'static str); 7] = [
         ("RoomsTable", "SWITCHBOARD_ROOMS_TABLE"),
         ("PathsTable", "SWITCHBOARD_PATHS_TABLE"),
         ("HostsTable", "SWITCHBOARD_HOSTS_TABLE"),
         ("ConnectionsTable", "SWITCHBOARD_CONNECTIONS_TABLE"),
         ("MembersTable", "SWITCHBOARD_MEMBERS_TABLE"),
+        ("SessionsTable", "SWITCHBOARD_SESSIONS_TABLE"),
+        ("PlayersTable", "SWITCHBOARD_PLAYERS_TABLE"),
     ];
 
     /// Tables named `<prefix><LogicalId>`, as the local stack creates them.
@@ -46,6 +52,8 @@ impl Tables {
             hosts: name("HostsTable"),
             connections: name("ConnectionsTable"),
             members: name("MembersTable"),
+            sessions: name("SessionsTable"),
+            players: name("PlayersTable"),
         }
     }
 }
@@ -85,6 +93,11 @@ pub struct Config {
     pub warm_rooms: u32,
     /// The first identify of a still-`starting` room may omit the token (stock Arbiter SFU).
     pub sfu_token_optional: bool,
+    /// Sessions API: images and where they run.
+    pub applications: BTreeMap<String, Application>,
+    pub locations: BTreeMap<String, Location>,
+    /// How long POST /session waits for a cold task's address.
+    pub session_wait_seconds: i64,
     /// Identified clients a room holds at most (`SWITCHBOARD_MAX_ROOM_MEMBERS`).
     pub max_room_members: i64,
 }
@@ -117,6 +130,8 @@ impl std::fmt::Debug for Config {
             .field("reconnect_grace_seconds", &self.reconnect_grace_seconds)
             .field("warm_rooms", &self.warm_rooms)
             .field("sfu_token_optional", &self.sfu_token_optional)
+            .field("applications", &self.applications.keys().collect::<Vec<_>>())
+            .field("locations", &self.locations.keys().collect::<Vec<_>>())
             .finish()
     }
 }
@@ -155,6 +170,8 @@ impl Config {
             hosts: required("SWITCHBOARD_HOSTS_TABLE")?,
             connections: required("SWITCHBOARD_CONNECTIONS_TABLE")?,
             members: required("SWITCHBOARD_MEMBERS_TABLE")?,
+            sessions: required("SWITCHBOARD_SESSIONS_TABLE")?,
+            players: required("SWITCHBOARD_PLAYERS_TABLE")?,
         };
         let regions = match get("SWITCHBOARD_REGIONS") {
             Some(v) => split_list(&v),
@@ -201,6 +218,14 @@ impl Config {
                 });
             }
         };
+        let locations = match get("SWITCHBOARD_LOCATIONS") {
+            Some(raw) => apps::parse_locations(&raw)?,
+            None => BTreeMap::new(),
+        };
+        let applications = match get("SWITCHBOARD_APPLICATIONS") {
+            Some(raw) => apps::parse_applications(&raw, &locations)?,
+            None => BTreeMap::new(),
+        };
         let allowed_origins = match get("SWITCHBOARD_ALLOWED_ORIGINS") {
             Some(v) => split_list(&v),
             None => vec!["*".to_string()],
@@ -224,6 +249,9 @@ impl Config {
             reconnect_grace_seconds: seconds("SWITCHBOARD_RECONNECT_GRACE_SECONDS", 30)?,
             warm_rooms,
             sfu_token_optional,
+            applications,
+            locations,
+            session_wait_seconds: seconds("SWITCHBOARD_SESSION_WAIT_SECONDS", 20)?,
             max_room_members: positive("SWITCHBOARD_MAX_ROOM_MEMBERS", 50, "members")?,
         })
     }

@@ -1,5 +1,7 @@
 //! What a handler needs, built once per process.
 
+use std::collections::HashMap;
+
 use aws_config::SdkConfig;
 
 use crate::clock::Clock;
@@ -22,6 +24,10 @@ pub struct Deps {
     pub config: Config,
     pub store: Store,
     pub ecs: aws_sdk_ecs::Client,
+    /// ECS clients for the sessions API's locations, by AWS region.
+    ecs_by_region: HashMap<String, aws_sdk_ecs::Client>,
+    /// The region the functions run in (the SFU cluster's).
+    pub home_region: String,
     pub sockets: Sockets,
 }
 
@@ -31,17 +37,30 @@ impl Deps {
         if let Some(url) = &endpoints.dynamodb {
             dynamo = dynamo.endpoint_url(url);
         }
-        let mut ecs = aws_sdk_ecs::config::Builder::from(sdk);
-        if let Some(url) = &endpoints.ecs {
-            ecs = ecs.endpoint_url(url);
-        }
+        let ecs_in = |region: Option<&str>| {
+            let mut ecs = aws_sdk_ecs::config::Builder::from(sdk);
+            if let Some(url) = &endpoints.ecs {
+                ecs = ecs.endpoint_url(url);
+            }
+            if let Some(region) = region {
+                ecs = ecs.region(aws_config::Region::new(region.to_string()));
+            }
+            aws_sdk_ecs::Client::from_conf(ecs.build())
+        };
+        let ecs_by_region = config
+            .locations
+            .values()
+            .map(|l| (l.region.clone(), ecs_in(Some(&l.region))))
+            .collect();
         Self {
             store: Store::new(
                 aws_sdk_dynamodb::Client::from_conf(dynamo.build()),
                 config.tables.clone(),
                 clock,
             ),
-            ecs: aws_sdk_ecs::Client::from_conf(ecs.build()),
+            ecs: ecs_in(None),
+            ecs_by_region,
+            home_region: sdk.region().map(|r| r.to_string()).unwrap_or_default(),
             sockets: Sockets::new(
                 sdk,
                 endpoints.management,
@@ -49,6 +68,11 @@ impl Deps {
             ),
             config,
         }
+    }
+
+    /// The ECS client for a location's region (RunTask goes to that region's cluster).
+    pub fn ecs_in(&self, region: &str) -> &aws_sdk_ecs::Client {
+        self.ecs_by_region.get(region).unwrap_or(&self.ecs)
     }
 
     /// As deployed: configuration and endpoints from the environment, the system clock.

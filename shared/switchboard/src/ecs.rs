@@ -66,6 +66,8 @@ where
 pub struct Launch<'a> {
     pub server_id: &'a str,
     pub environment: &'a [(&'a str, String)],
+    /// The container's arguments (`command` override), when given.
+    pub command: Option<&'a [String]>,
 }
 
 /// Runs one task of the configured definition; returns the task ARN. A non-empty `failures`
@@ -95,6 +97,7 @@ pub async fn run_task(
                 .map(|(name, value)| KeyValuePair::builder().name(*name).value(value).build())
                 .collect(),
         ))
+        .set_command(launch.command.map(<[String]>::to_vec))
         .build();
     let out = ecs
         .run_task()
@@ -180,12 +183,16 @@ pub async fn stop_task(
     }
 }
 
-/// A task as the sweeper needs it.
+/// A task as the sweeper and the sessions API need it.
 #[derive(Clone, Debug)]
 pub struct TaskInfo {
     pub task_arn: String,
     pub started_by: Option<String>,
     pub running: bool,
+    /// Whether ECS reports it RUNNING (not only meant to run).
+    pub up: bool,
+    /// Its address on its network interface (awsvpc), once it has one.
+    pub address: Option<String>,
 }
 
 /// Every task of the cluster that is meant to run (`desiredStatus` RUNNING), all pages, at
@@ -233,11 +240,19 @@ pub async fn describe(
             .map_err(|e| ecs_error("DescribeTasks", e))?;
         for task in out.tasks() {
             let Some(arn) = task.task_arn() else { continue };
+            let address = task
+                .containers()
+                .iter()
+                .flat_map(|c| c.network_interfaces())
+                .find_map(|ni| ni.private_ipv4_address())
+                .map(String::from);
             tasks.push(TaskInfo {
                 task_arn: arn.to_string(),
                 started_by: task.started_by().map(String::from),
                 running: task.desired_status() != Some("STOPPED")
                     && task.last_status() != Some("STOPPED"),
+                up: task.last_status() == Some("RUNNING"),
+                address,
             });
         }
         for failure in out.failures() {
@@ -246,6 +261,8 @@ pub async fn describe(
                     task_arn: arn.to_string(),
                     started_by: None,
                     running: false,
+                    up: false,
+                    address: None,
                 });
             }
         }

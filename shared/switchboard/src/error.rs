@@ -7,6 +7,9 @@ use aws_sdk_dynamodb::error::{BuildError, ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use thiserror::Error;
 
+/// `Retry-After` (seconds) on a 420: capacity comes back at the next sweep or later.
+pub const CAPACITY_RETRY_AFTER_SECONDS: u32 = 60;
+
 /// `Retry-After` (seconds) on a 503: DynamoDB throttling and brief outages pass in about this.
 pub const RETRY_AFTER_SECONDS: u32 = 2;
 
@@ -27,6 +30,13 @@ pub enum ApiError {
     Conflict(String),
     #[error("internal error: {0}")]
     Internal(String),
+    /// The request is well-formed JSON but a field is invalid (sessions API): 422.
+    #[error("{0}")]
+    Invalid(String),
+    /// No capacity to start a server now (sessions API, as the hosted API answers): 420 with
+    /// `Retry-After: 60`.
+    #[error("{0}")]
+    Capacity(String),
     /// A dependency is throttling or unreachable: 503 with `Retry-After`; worth retrying.
     #[error("unavailable: {0}")]
     Unavailable(String),
@@ -47,6 +57,8 @@ impl ApiError {
             Self::Unauthorized => 401,
             Self::NotFound(_) => 404,
             Self::Conflict(_) => 409,
+            Self::Capacity(_) => 420,
+            Self::Invalid(_) => 422,
             Self::Internal(_) => 500,
             Self::Unavailable(_) => 503,
         }

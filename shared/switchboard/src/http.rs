@@ -8,7 +8,7 @@ use http::header::{CONTENT_TYPE, RETRY_AFTER};
 use serde_json::{Map, Value, json};
 use subtle::ConstantTimeEq;
 
-use crate::error::{ApiError, RETRY_AFTER_SECONDS};
+use crate::error::{ApiError, CAPACITY_RETRY_AFTER_SECONDS, RETRY_AFTER_SECONDS};
 
 /// How a family of routes words its errors.
 #[derive(Clone, Copy, Debug)]
@@ -43,12 +43,59 @@ pub fn error_response(error: &ApiError, style: ErrorStyle) -> ApiGatewayV2httpRe
         ErrorStyle::Matchmaking => json!({ "success": false, "message": message }),
     };
     let mut response = json_response(status, &body);
-    if let ApiError::Unavailable(_) = error {
-        response
-            .headers
-            .insert(RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
+    match error {
+        ApiError::Unavailable(_) => {
+            response
+                .headers
+                .insert(RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
+        }
+        ApiError::Capacity(_) => {
+            response.headers.insert(
+                RETRY_AFTER,
+                HeaderValue::from(CAPACITY_RETRY_AFTER_SECONDS),
+            );
+        }
+        _ => {}
     }
     response
+}
+
+/// Like `respond`, for routes whose success is not always 200 (POST /session: 201).
+pub fn respond_with_status(
+    outcome: Result<(u16, Value), ApiError>,
+    style: ErrorStyle,
+) -> ApiGatewayV2httpResponse {
+    match outcome {
+        Ok((status, body)) => json_response(status, &body),
+        Err(error) => error_response(&error, style),
+    }
+}
+
+/// A JSON request body deserialized into `T`; a wrong or missing field is a 422 naming it
+/// (the sessions API's convention), malformed JSON a 422 too.
+pub fn typed_body<T: serde::de::DeserializeOwned>(
+    request: &ApiGatewayV2httpRequest,
+) -> Result<T, ApiError> {
+    let raw = match &request.body {
+        None => b"{}".to_vec(),
+        Some(text) if request.is_base64_encoded => base64::engine::general_purpose::STANDARD
+            .decode(text.trim())
+            .map_err(|_| ApiError::Invalid("body is not valid base64".into()))?,
+        Some(text) if text.trim().is_empty() => b"{}".to_vec(),
+        Some(text) => text.clone().into_bytes(),
+    };
+    let mut deserializer = serde_json::Deserializer::from_slice(&raw);
+    serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if inner.is_syntax() || inner.is_eof() {
+            ApiError::Invalid("body is not valid JSON".into())
+        } else if path == "." {
+            ApiError::Invalid(format!("body: {inner}"))
+        } else {
+            ApiError::Invalid(format!("{path}: {inner}"))
+        }
+    })
 }
 
 /// Runs a route and renders its outcome; the handlers' only exit.

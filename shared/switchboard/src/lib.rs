@@ -1,5 +1,6 @@
 //! Switchboard's shared library: everything two functions need lives here once.
 
+pub mod apps;
 pub mod clock;
 pub mod config;
 pub mod deps;
@@ -8,6 +9,7 @@ pub mod error;
 pub mod http;
 pub mod lifecycle;
 pub mod model;
+pub mod sessions;
 pub mod signaling;
 pub mod sockets;
 pub mod turn;

@@ -3,7 +3,7 @@
 //! sweeper's run. createRoom, claimRoom, `DELETE /rooms/{roomId}` and the sweeper all go
 //! through here, so there is one way to start and one way to end.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 
 use serde::Serialize;
 use serde_json::json;
@@ -11,9 +11,12 @@ use thiserror::Error;
 use uuid::Uuid;
 
 use crate::deps::Deps;
+use crate::config::EcsSettings;
 use crate::ecs::{self, EcsError, Launch, LaunchError};
 use crate::error::{ApiError, StoreError};
-use crate::model::{HOST_APP, Room, RoomKind, RoomState, SFU_APP};
+use crate::model::{
+    HOST_APP, NewServer, NewSession, Room, RoomKind, RoomState, SFU_APP, server_slots,
+};
 use crate::signaling;
 use crate::turn;
 
@@ -34,6 +37,10 @@ pub enum LifecycleError {
     NoSignalingUrl,
     #[error("another sweeper or claim refilled this warm-pool slot first")]
     SlotTaken,
+    #[error("a live session has this id")]
+    SessionExists,
+    #[error("unknown application {0:?} or location {1:?}")]
+    Unconfigured(String, String),
 }
 
 impl From<LifecycleError> for ApiError {
@@ -97,6 +104,7 @@ async fn launch_room_as(
     let launch = Launch {
         server_id: room_id,
         environment: &environment,
+        command: None,
     };
     let task_arn = match ecs::run_task(&deps.ecs, deps.config.ecs.as_ref(), launch).await {
         Ok(arn) => arn,
@@ -164,21 +172,149 @@ pub async fn end_server(
 }
 
 async fn stop_tasks_of(deps: &Deps, room: &Room, reason: &str) -> Result<(), LifecycleError> {
-    if room.kind != RoomKind::Sfu {
-        return Ok(());
-    }
-    let Some(settings) = deps.config.ecs.as_ref() else {
+    let Some((client, settings)) = server_ecs(deps, room) else {
         return Ok(());
     };
     let arns = match &room.task_arn {
         Some(arn) => vec![arn.clone()],
         // Its launch was never recorded: whatever ECS started for it is found by startedBy.
-        None => ecs::tasks_started_by(&deps.ecs, settings, &room.room_id).await?,
+        None => ecs::tasks_started_by(client, &settings, &room.room_id).await?,
     };
     for arn in arns {
-        ecs::stop_task(&deps.ecs, settings, &arn, reason).await?;
+        ecs::stop_task(client, &settings, &arn, reason).await?;
     }
     Ok(())
+}
+
+/// Where a server's task runs: the SFU cluster, or its session location's cluster in its
+/// region. `None` for a host's room (no task) or a server whose location is not configured.
+fn server_ecs<'a>(deps: &'a Deps, room: &Room) -> Option<(&'a aws_sdk_ecs::Client, EcsSettings)> {
+    match room.kind {
+        RoomKind::Host => None,
+        RoomKind::Sfu => deps.config.ecs.clone().map(|s| (&deps.ecs, s)),
+        RoomKind::Server => {
+            let location = deps.config.locations.get(room.location.as_deref()?)?;
+            let application = deps.config.applications.get(room.app.as_deref()?)?;
+            Some((
+                deps.ecs_in(&location.region),
+                location.ecs_settings(application, &application.task_definition),
+            ))
+        }
+    }
+}
+
+/// A cold session's launch: its record, and what its container gets.
+pub struct ColdSession<'a> {
+    pub session: NewSession<'a>,
+    pub env: &'a BTreeMap<String, String>,
+    pub args: &'a [String],
+    pub task_definition: &'a str,
+}
+
+/// Records a game server of `image` in `location` (with its session, on the cold path) and
+/// launches its task in that location's region: `startedBy` and the idempotency token are the
+/// server id (a cold session's id). A refused launch leaves no record.
+pub async fn launch_server(
+    deps: &Deps,
+    image: &str,
+    location: &str,
+    slot: Option<(u32, Option<&str>)>,
+    cold: Option<&ColdSession<'_>>,
+) -> Result<Launched, LifecycleError> {
+    let unconfigured = || LifecycleError::Unconfigured(image.into(), location.into());
+    let application = deps.config.applications.get(image).ok_or_else(unconfigured)?;
+    let place = deps.config.locations.get(location).ok_or_else(unconfigured)?;
+    let signal_url = deps.config.ws_url.clone().ok_or(LifecycleError::NoSignalingUrl)?;
+    let server_id = match cold {
+        Some(cold) => cold.session.id.to_string(),
+        None => Uuid::new_v4().to_string(),
+    };
+    let token = format!("{}{}", Uuid::new_v4().simple(), Uuid::new_v4().simple());
+    let store = &deps.store;
+    let server = NewServer {
+        id: &server_id,
+        image,
+        location,
+        token: &token,
+        start_timeout: deps.config.start_timeout_seconds,
+        slot: slot.map(|(k, _)| k),
+    };
+    if !store.create_server(&server, cold.map(|c| &c.session)).await? {
+        return Err(LifecycleError::SessionExists);
+    }
+    let session_id = cold.map(|c| c.session.id);
+    if let Some((k, previous)) = slot
+        && !store
+            .take_slot(&server_slots(image, location), k, previous, &server_id)
+            .await?
+    {
+        store.forget_server(&server_id, None).await?;
+        return Err(LifecycleError::SlotTaken);
+    }
+    let mut environment = vec![
+        ("SERVER_ID", server_id.clone()),
+        ("SERVER_TOKEN", token),
+        ("SIGNAL_SERVER_URL", signal_url),
+    ];
+    if let Some(cold) = cold {
+        environment.extend(cold.env.iter().map(|(k, v)| (k.as_str(), v.clone())));
+    }
+    let task_definition = cold.map_or(application.task_definition.as_str(), |c| c.task_definition);
+    let settings = place.ecs_settings(application, task_definition);
+    let client = deps.ecs_in(&place.region);
+    let launch = Launch {
+        server_id: &server_id,
+        environment: &environment,
+        command: cold.map(|c| c.args).filter(|a| !a.is_empty()),
+    };
+    let task_arn = match ecs::run_task(client, Some(&settings), launch).await {
+        Ok(arn) => arn,
+        Err(e) => {
+            if e.nothing_started() {
+                if let Err(cleanup) = store.forget_server(&server_id, session_id).await {
+                    tracing::error!(error = %cleanup, server_id, "could not remove a refused launch's records");
+                }
+            } else {
+                tracing::error!(server_id, "launch outcome unknown; the sweeper ends the server at its start deadline");
+            }
+            return Err(e.into());
+        }
+    };
+    if let Err(e) = store.record_task(&server_id, &task_arn).await {
+        if let Err(stop) = ecs::stop_task(client, &settings, &task_arn, "Switchboard could not record the task").await {
+            tracing::error!(error = %stop, server_id, "could not stop an unrecorded task");
+        }
+        return Err(e.into());
+    }
+    tracing::info!(server_id, image, location, task_arn, "game server task started");
+    Ok(Launched {
+        room_id: server_id,
+        task_arn,
+    })
+}
+
+/// Makes warm slot `slot` of `image` in `location` hold a starting or ready, unallocated game
+/// server, launching one if it does not.
+pub async fn refill_server_slot(
+    deps: &Deps,
+    image: &str,
+    location: &str,
+    slot: u32,
+) -> Result<Refill, LifecycleError> {
+    let store = &deps.store;
+    let previous = store.slot_room(&server_slots(image, location), slot).await?;
+    if let Some(server_id) = &previous
+        && let Some(server) = store.room(server_id).await?
+        && server.session_id.is_none()
+        && matches!(server.state, RoomState::Starting | RoomState::Ready)
+    {
+        return Ok(Refill::Full);
+    }
+    match launch_server(deps, image, location, Some((slot, previous.as_deref())), None).await {
+        Ok(launched) => Ok(Refill::Launched(launched.room_id)),
+        Err(LifecycleError::SlotTaken) => Ok(Refill::Raced),
+        Err(e) => Err(e),
+    }
 }
 
 /// What a refill of one warm-pool slot did.
@@ -226,7 +362,11 @@ pub struct SweepReport {
 /// every step is a conditional write or idempotent, so two sweepers at once do no harm.
 pub async fn sweep(deps: &Deps) -> SweepReport {
     let mut report = SweepReport::default();
-    for app in [SFU_APP, HOST_APP] {
+    let apps: Vec<&str> = [SFU_APP, HOST_APP]
+        .into_iter()
+        .chain(deps.config.applications.keys().map(String::as_str))
+        .collect();
+    for app in apps {
         match deps.store.due_servers(app, ENDINGS_PER_SWEEP).await {
             Ok(due) => {
                 for room in due {
@@ -270,52 +410,102 @@ fn record(report: &mut SweepReport, room_id: &str, outcome: Result<bool, Lifecyc
 }
 
 /// Records against tasks: a server whose task stopped is ended; a running task whose
-/// `startedBy` names no server is stopped.
+/// `startedBy` names no server is stopped. Every cluster Switchboard launches into is checked
+/// (the SFU cluster and each location's), each once.
 async fn reconcile(deps: &Deps, report: &mut SweepReport) -> Result<(), LifecycleError> {
-    let Some(settings) = deps.config.ecs.as_ref() else {
-        return Ok(());
-    };
-    let servers = deps.store.servers(SFU_APP, RECONCILE_LIMIT).await?;
+    let mut servers = deps.store.servers(SFU_APP, RECONCILE_LIMIT).await?;
+    for app in deps.config.applications.keys() {
+        servers.extend(deps.store.servers(app, RECONCILE_LIMIT).await?);
+    }
     let known: HashSet<String> = servers.iter().map(|r| r.room_id.clone()).collect();
-    let recorded: Vec<String> = servers
-        .iter()
-        .filter(|r| r.state != RoomState::Ending)
-        .filter_map(|r| r.task_arn.clone())
-        .collect();
-    let stopped: HashSet<String> = ecs::describe(&deps.ecs, settings, &recorded)
-        .await?
-        .into_iter()
-        .filter(|t| !t.running)
-        .map(|t| t.task_arn)
-        .collect();
-    for room in servers.iter().filter(|r| {
-        r.state != RoomState::Ending && r.task_arn.as_ref().is_some_and(|a| stopped.contains(a))
-    }) {
-        let outcome = end_server(deps, &room.room_id, "its task stopped", false).await;
-        record(report, &room.room_id, outcome);
+
+    // Each cluster once, with the servers whose tasks run there.
+    let mut clusters: Vec<(String, &aws_sdk_ecs::Client, EcsSettings, Vec<&Room>)> = Vec::new();
+    let mut add = |region: String, client, settings: EcsSettings| {
+        if !clusters
+            .iter()
+            .any(|(r, _, s, _)| *r == region && s.cluster == settings.cluster)
+        {
+            clusters.push((region, client, settings, Vec::new()));
+        }
+    };
+    if let Some(settings) = deps.config.ecs.clone() {
+        add(deps.home_region.clone(), &deps.ecs, settings);
+    }
+    for (name, location) in &deps.config.locations {
+        if let Some(application) = deps
+            .config
+            .applications
+            .values()
+            .find(|a| a.runs_in(name))
+        {
+            add(
+                location.region.clone(),
+                deps.ecs_in(&location.region),
+                location.ecs_settings(application, &application.task_definition),
+            );
+        }
+    }
+    for room in &servers {
+        let region = match room.kind {
+            RoomKind::Server => room
+                .location
+                .as_ref()
+                .and_then(|l| deps.config.locations.get(l))
+                .map(|l| l.region.clone()),
+            _ => Some(deps.home_region.clone()),
+        };
+        if let (Some(region), Some((_, settings))) = (region, server_ecs(deps, room))
+            && let Some(entry) = clusters
+                .iter_mut()
+                .find(|(r, _, s, _)| *r == region && s.cluster == settings.cluster)
+        {
+            entry.3.push(room);
+        }
     }
 
-    for task in ecs::running_tasks(&deps.ecs, settings, RECONCILE_LIMIT).await? {
-        let Some(server_id) = task.started_by.as_deref() else {
-            continue;
-        };
-        // Switchboard's tasks carry their server's id; others in the cluster are not ours.
-        if Uuid::parse_str(server_id).is_err() || known.contains(server_id) {
-            continue;
+    for (_, client, settings, rooms) in &clusters {
+        let recorded: Vec<String> = rooms
+            .iter()
+            .filter(|r| r.state != RoomState::Ending)
+            .filter_map(|r| r.task_arn.clone())
+            .collect();
+        let stopped: HashSet<String> = ecs::describe(client, settings, &recorded)
+            .await?
+            .into_iter()
+            .filter(|t| !t.running)
+            .map(|t| t.task_arn)
+            .collect();
+        for room in rooms.iter().filter(|r| {
+            r.state != RoomState::Ending
+                && r.task_arn.as_ref().is_some_and(|a| stopped.contains(a))
+        }) {
+            let outcome = end_server(deps, &room.room_id, "its task stopped", false).await;
+            record(report, &room.room_id, outcome);
         }
-        // Launched after the servers were read? Its record was written before its task.
-        if deps.store.room_record(server_id).await?.is_some() {
-            continue;
+
+        for task in ecs::running_tasks(client, settings, RECONCILE_LIMIT).await? {
+            let Some(server_id) = task.started_by.as_deref() else {
+                continue;
+            };
+            // Switchboard's tasks carry their server's id; others in the cluster are not ours.
+            if Uuid::parse_str(server_id).is_err() || known.contains(server_id) {
+                continue;
+            }
+            // Launched after the servers were read? Its record was written before its task.
+            if deps.store.room_record(server_id).await?.is_some() {
+                continue;
+            }
+            ecs::stop_task(
+                client,
+                settings,
+                &task.task_arn,
+                "Switchboard has no record of this task",
+            )
+            .await?;
+            tracing::warn!(task = task.task_arn, server_id, "orphan task stopped");
+            report.orphans_stopped.push(task.task_arn);
         }
-        ecs::stop_task(
-            &deps.ecs,
-            settings,
-            &task.task_arn,
-            "Switchboard has no record of this task",
-        )
-        .await?;
-        tracing::warn!(task = task.task_arn, server_id, "orphan task stopped");
-        report.orphans_stopped.push(task.task_arn);
     }
     Ok(())
 }
@@ -329,6 +519,22 @@ async fn top_up(deps: &Deps, report: &mut SweepReport) {
                 // Capacity or an outage: back off until the next sweep.
                 report.errors.push(format!("warm slot {slot}: {e}"));
                 break;
+            }
+        }
+    }
+    for (image, application) in &deps.config.applications {
+        for (location, count) in &application.warm {
+            for slot in 0..*count {
+                match refill_server_slot(deps, image, location, slot).await {
+                    Ok(Refill::Launched(server_id)) => report.launched.push(server_id),
+                    Ok(Refill::Full | Refill::Raced) => {}
+                    Err(e) => {
+                        report
+                            .errors
+                            .push(format!("warm {image} in {location}, slot {slot}: {e}"));
+                        break;
+                    }
+                }
             }
         }
     }

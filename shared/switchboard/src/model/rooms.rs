@@ -23,7 +23,7 @@ use super::item::{
 use super::{CONNECTION_TTL_SECONDS, EXPIRES_AT, Store};
 use crate::error::{StoreError, dynamo_error};
 
-const READY_INDEX: &str = "ReadyRooms";
+pub(crate) const READY_INDEX: &str = "ReadyRooms";
 const SERVERS_INDEX: &str = "Servers";
 const POOLED: &str = "ready";
 /// The application every SFU room belongs to.
@@ -42,6 +42,8 @@ const SLOT_TTL_SECONDS: i64 = 7 * 86_400;
 pub enum RoomKind {
     Sfu,
     Host,
+    /// A session's game server (sessions API): a server of a configured application.
+    Server,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -83,6 +85,14 @@ pub struct Room {
     /// Its SFU has identified at least once.
     pub identified: bool,
     pub expires_at: i64,
+    /// A game server's application (image) and location; an SFU room's application is `sfu`.
+    pub app: Option<String>,
+    pub location: Option<String>,
+    /// The session a game server is allocated to, and when that session ends.
+    pub session_id: Option<String>,
+    pub session_ends: Option<i64>,
+    /// A game server's address, once its task runs.
+    pub address: Option<String>,
 }
 
 impl std::fmt::Debug for Room {
@@ -107,16 +117,17 @@ impl std::fmt::Debug for Room {
 
 impl Room {
     /// A room item, or `None` for other items of the table (warm-pool slots).
-    fn from_item(item: &Item) -> Result<Option<Self>, StoreError> {
+    pub(crate) fn from_item(item: &Item) -> Result<Option<Self>, StoreError> {
         let kind = match get_s(item, "kind") {
             Some("host") => RoomKind::Host,
             Some("sfu") => RoomKind::Sfu,
+            Some("server") => RoomKind::Server,
             Some(_) => return Ok(None),
             None => return Err(StoreError::Malformed("room".into(), "kind")),
         };
         let state = match kind {
             RoomKind::Host => RoomState::Ready,
-            RoomKind::Sfu => RoomState::parse(get_s(item, "state"))
+            RoomKind::Sfu | RoomKind::Server => RoomState::parse(get_s(item, "state"))
                 .ok_or_else(|| StoreError::Malformed("room".into(), "state"))?,
         };
         Ok(Some(Self {
@@ -133,12 +144,17 @@ impl Room {
             deadline: get_n(item, "deadline"),
             identified: item.contains_key("identifiedAt"),
             expires_at: get_n(item, EXPIRES_AT).unwrap_or_default(),
+            app: get_s(item, "app").map(String::from),
+            location: get_s(item, "location").map(String::from),
+            session_id: get_s(item, "sessionId").map(String::from),
+            session_ends: get_n(item, "sessionEnds"),
+            address: get_s(item, "address").map(String::from),
         }))
     }
 
-    /// Whether `token` is this SFU room's token (constant time).
+    /// Whether `token` is this SFU room's or game server's token (constant time).
     pub fn token_matches(&self, token: &str) -> bool {
-        self.kind == RoomKind::Sfu
+        self.kind != RoomKind::Host
             && self
                 .token
                 .as_deref()
@@ -185,7 +201,7 @@ enum PathState {
 }
 
 impl Store {
-    async fn room_item(&self, room_id: &str) -> Result<Option<Item>, StoreError> {
+    pub(crate) async fn room_item(&self, room_id: &str) -> Result<Option<Item>, StoreError> {
         let out = self
             .client
             .get_item()
@@ -522,7 +538,7 @@ impl Store {
         Ok(None)
     }
 
-    async fn refresh_path(
+    pub(crate) async fn refresh_path(
         &self,
         url_path: &str,
         room_id: &str,
@@ -601,15 +617,26 @@ impl Store {
             .table_name(&self.tables.rooms)
             .key("roomId", s(room_id))
             .condition_expression("servingConnection = :conn")
-            .expression_attribute_values(":conn", s(connection_id))
-            .expression_attribute_values(":deadline", n(self.clock.expiry_in(grace_seconds)));
+            .expression_attribute_values(":conn", s(connection_id));
+        let grace = n(self.clock.expiry_in(grace_seconds));
         request = match room.kind {
-            RoomKind::Sfu => {
-                request.update_expression("SET deadline = :deadline REMOVE servingConnection")
-            }
+            RoomKind::Sfu => request
+                .update_expression("SET deadline = :deadline REMOVE servingConnection")
+                .expression_attribute_values(":deadline", grace),
             RoomKind::Host => request
                 .update_expression("SET app = :app, deadline = :deadline REMOVE servingConnection")
-                .expression_attribute_values(":app", s(HOST_APP)),
+                .expression_attribute_values(":app", s(HOST_APP))
+                .expression_attribute_values(":deadline", grace),
+            // A session's server lives until its session ends, socket or not (a cold-started
+            // one need not know Switchboard at all).
+            RoomKind::Server if room.session_id.is_some() => {
+                request.update_expression("REMOVE servingConnection")
+            }
+            // A warm server without its socket cannot be told its session: out of the pool.
+            RoomKind::Server => request
+                .update_expression("SET deadline = :deadline REMOVE servingConnection, #pool")
+                .expression_attribute_names("#pool", "pool")
+                .expression_attribute_values(":deadline", grace),
         };
         match request.send().await {
             Ok(_) => Ok(true),
@@ -717,6 +744,9 @@ impl Store {
         if let Some(host_id) = room.owner_host() {
             self.forget_host(host_id, &room.room_id).await?;
         }
+        if let Some(session_id) = &room.session_id {
+            self.delete_session(session_id).await?;
+        }
         let result = self
             .client
             .delete_item()
@@ -792,7 +822,7 @@ impl Store {
     }
 }
 
-fn slot_key(app: &str, slot: u32) -> String {
+pub(crate) fn slot_key(app: &str, slot: u32) -> String {
     format!("slot#{app}#{slot}")
 }
 

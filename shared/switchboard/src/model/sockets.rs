@@ -17,6 +17,8 @@ pub enum Role {
     Client,
     Sfu,
     Host,
+    /// A session's game server.
+    Server,
 }
 
 impl Role {
@@ -24,6 +26,7 @@ impl Role {
         match self {
             Self::Client => "client",
             Self::Sfu => "sfu",
+            Self::Server => "server",
             Self::Host => "host",
         }
     }
@@ -32,6 +35,7 @@ impl Role {
         match value? {
             "client" => Some(Self::Client),
             "sfu" => Some(Self::Sfu),
+            "server" => Some(Self::Server),
             "host" => Some(Self::Host),
             _ => None,
         }
@@ -39,7 +43,7 @@ impl Role {
 
     /// The SFU or host that a room's unaddressed handshakes go to.
     pub fn is_serving(self) -> bool {
-        matches!(self, Self::Sfu | Self::Host)
+        matches!(self, Self::Sfu | Self::Host | Self::Server)
     }
 }
 

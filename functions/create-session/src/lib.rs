@@ -1,0 +1,19 @@
+//! `POST /session` (operator key): allocate a game server for a session: a warm one at once,
+//! or a cold start whose address is awaited (see `switchboard::sessions::create`).
+
+use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
+use serde_json::Value;
+use switchboard::http::{require_bearer, respond_with_status, typed_body};
+use switchboard::sessions::{self, SessionRequest};
+use switchboard::{ApiError, Deps};
+
+#[tracing::instrument(skip_all)]
+pub async fn handler(deps: &Deps, event: ApiGatewayV2httpRequest) -> ApiGatewayV2httpResponse {
+    respond_with_status(create(deps, &event).await, sessions::STYLE)
+}
+
+async fn create(deps: &Deps, event: &ApiGatewayV2httpRequest) -> Result<(u16, Value), ApiError> {
+    require_bearer(event, &deps.config.operator_keys)?;
+    let request: SessionRequest = typed_body(event)?;
+    sessions::create(deps, request).await
+}

@@ -1,0 +1,391 @@
+//! The sessions API (Gameye-compatible): what its seven routes share. A session is a game
+//! server of a configured application, allocated warm (a ready server, one conditional write,
+//! told its session over its socket) or started cold (RunTask with the session's env and args),
+//! and ended through the one server lifecycle.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sha1::{Digest, Sha1};
+use uuid::Uuid;
+
+use crate::deps::Deps;
+use crate::ecs::{self, LaunchError};
+use crate::error::ApiError;
+use crate::http::ErrorStyle;
+use crate::lifecycle::{self, ColdSession, LifecycleError};
+use crate::model::{Allocation, NewSession, Session, SESSION_MAX_SECONDS};
+use crate::sockets::Delivery;
+
+/// Every sessions route answers errors as `{"message"}`.
+pub const STYLE: ErrorStyle = ErrorStyle::Rooms {
+    internal: "Something broke on the server",
+};
+
+pub const MAX_ENV: usize = 64;
+pub const MAX_ARGS: usize = 64;
+/// How often a cold start asks ECS whether its task has an address yet.
+const ADDRESS_POLL: Duration = Duration::from_millis(200);
+
+/// `POST /session`'s body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionRequest {
+    pub image: String,
+    pub location: String,
+    #[serde(default)]
+    pub env: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    pub ttl: Option<i64>,
+    #[serde(default)]
+    pub id: Option<String>,
+    #[serde(default)]
+    pub version: Option<String>,
+    #[serde(default)]
+    pub args: Option<Vec<String>>,
+}
+
+impl SessionRequest {
+    /// Field rules beyond types: 422 naming the field.
+    fn check(&self) -> Result<(), ApiError> {
+        let invalid = |m: &str| Err(ApiError::Invalid(m.to_string()));
+        if self.image.trim().is_empty() {
+            return invalid("image: must not be empty");
+        }
+        if self.location.trim().is_empty() {
+            return invalid("location: must not be empty");
+        }
+        if let Some(env) = &self.env {
+            if env.len() > MAX_ENV {
+                return invalid("env: at most 64 entries");
+            }
+            if env.keys().any(|k| k.is_empty() || k.contains('=') || k.contains('\0')) {
+                return invalid("env: names must be non-empty, without '=' or NUL");
+            }
+        }
+        if let Some(ttl) = self.ttl
+            && !(1..=SESSION_MAX_SECONDS).contains(&ttl)
+        {
+            return invalid("ttl: must be from 1 second to 7 days (604800)");
+        }
+        if let Some(id) = &self.id
+            && Uuid::parse_str(id).is_err()
+        {
+            return invalid("id: must be a UUID");
+        }
+        if self.args.as_ref().is_some_and(|a| a.len() > MAX_ARGS) {
+            return invalid("args: at most 64 entries");
+        }
+        Ok(())
+    }
+
+    /// What identifies a request for idempotency: the same id with the same body is a repeat.
+    fn fingerprint(&self) -> String {
+        let canonical = json!({
+            "image": self.image, "location": self.location, "env": self.env,
+            "ttl": self.ttl, "version": self.version, "args": self.args,
+        });
+        let digest = Sha1::digest(canonical.to_string().as_bytes());
+        digest.iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+/// `ports` of an application: clients use the container port on the task's address.
+fn ports(deps: &Deps, image: &str) -> Value {
+    let ports: Vec<Value> = deps
+        .config
+        .applications
+        .get(image)
+        .map(|a| a.ports.as_slice())
+        .unwrap_or_default()
+        .iter()
+        .map(|p| json!({ "type": p.protocol, "container": p.container, "host": p.container }))
+        .collect();
+    Value::Array(ports)
+}
+
+/// POST /session's answer for a session.
+fn created(session: &Session) -> Value {
+    let mut body = json!({ "id": session.id, "host": session.host, "ports": session.ports });
+    if session.host.is_none() {
+        body["status"] = json!(session.status);
+    }
+    body
+}
+
+/// A session as GET /session lists it (and GET /session/{id}, with its status).
+pub fn view(session: &Session, with_status: bool) -> Value {
+    let mut body = json!({
+        "id": session.id,
+        "image": session.image,
+        "location": session.location,
+        "host": session.host,
+        "ports": session.ports,
+        "players": session.players,
+        "playerCount": session.players.len(),
+        "created": session.created,
+    });
+    if let Some(ends) = session.ends_at {
+        body["expiresAt"] = json!(ends * 1000);
+    }
+    if with_status {
+        body["status"] = json!(session.status);
+    }
+    body
+}
+
+/// POST /session: `(201, {id, host, ports})`.
+pub async fn create(deps: &Deps, request: SessionRequest) -> Result<(u16, Value), ApiError> {
+    request.check()?;
+    let application = deps
+        .config
+        .applications
+        .get(&request.image)
+        .ok_or_else(|| ApiError::not_found(format!("image not found: {}", request.image)))?;
+    if !deps.config.locations.contains_key(&request.location) {
+        return Err(ApiError::not_found(format!(
+            "location not found: {}",
+            request.location
+        )));
+    }
+    if !application.runs_in(&request.location) {
+        return Err(ApiError::not_found(format!(
+            "image {} is not available in location {}",
+            request.image, request.location
+        )));
+    }
+    let task_definition = match &request.version {
+        None => application.task_definition.as_str(),
+        Some(version) => application
+            .versions
+            .get(version)
+            .map(String::as_str)
+            .ok_or_else(|| ApiError::not_found(format!("version not found: {version}")))?,
+    };
+    let fingerprint = request.fingerprint();
+    if let Some(id) = &request.id
+        && let Some(existing) = deps.store.session(id).await?
+    {
+        return repeat(&existing, &fingerprint);
+    }
+    let session_id = request
+        .id
+        .clone()
+        .unwrap_or_else(|| Uuid::new_v4().to_string());
+    let ports = ports(deps, &request.image);
+    let session = NewSession {
+        id: &session_id,
+        image: &request.image,
+        location: &request.location,
+        ports: &ports,
+        request_hash: &fingerprint,
+        ttl: request.ttl,
+    };
+    let env = request.env.clone().unwrap_or_default();
+    let args = request.args.clone().unwrap_or_default();
+
+    // Warm: a ready server of the image's own task definition, told its session on its socket.
+    if task_definition == application.task_definition
+        && let Some(answer) = allocate_warm(deps, &session, &env, &args).await?
+    {
+        return Ok((201, answer));
+    }
+    if !application.cold {
+        return Err(ApiError::Capacity(format!(
+            "no warm server of {} is ready in {}",
+            request.image, request.location
+        )));
+    }
+    let cold = ColdSession {
+        session,
+        env: &env,
+        args: &args,
+        task_definition,
+    };
+    match lifecycle::launch_server(deps, &request.image, &request.location, None, Some(&cold))
+        .await
+    {
+        Ok(_) => {}
+        Err(LifecycleError::SessionExists) => {
+            // The same id, created a moment ago by a concurrent call.
+            return match deps.store.session(&session_id).await? {
+                Some(existing) => repeat(&existing, &fingerprint),
+                None => Err(ApiError::Conflict(format!("id {session_id} is in use"))),
+            };
+        }
+        Err(LifecycleError::Launch(LaunchError::Failures(reason))) => {
+            return Err(ApiError::Capacity(format!(
+                "no capacity in {}: {reason}",
+                request.location
+            )));
+        }
+        Err(e) => return Err(e.into()),
+    }
+    let session = wait_for_host(deps, &session_id).await?;
+    Ok((201, created(&session)))
+}
+
+/// A repeat of POST /session with an id a live session has.
+fn repeat(existing: &Session, fingerprint: &str) -> Result<(u16, Value), ApiError> {
+    if existing.request_hash == fingerprint {
+        Ok((201, created(existing)))
+    } else {
+        Err(ApiError::Conflict(format!(
+            "id {} is in use by a live session with another request",
+            existing.id
+        )))
+    }
+}
+
+/// Tries the ready servers of the session's image and location in turn; `None` when none
+/// could be allocated.
+async fn allocate_warm(
+    deps: &Deps,
+    session: &NewSession<'_>,
+    env: &BTreeMap<String, String>,
+    args: &[String],
+) -> Result<Option<Value>, ApiError> {
+    for server_id in deps
+        .store
+        .ready_servers(session.image, session.location)
+        .await?
+    {
+        match deps.store.allocate_server(&server_id, session).await? {
+            Allocation::ServerTaken => continue,
+            Allocation::SessionExists => {
+                return match deps.store.session(session.id).await? {
+                    Some(existing) => repeat(&existing, session.request_hash).map(|(_, v)| Some(v)),
+                    None => Err(ApiError::Conflict(format!("id {} is in use", session.id))),
+                };
+            }
+            Allocation::Allocated => {}
+        }
+        let Some(server) = deps.store.room(&server_id).await? else {
+            continue;
+        };
+        let frame = json!({
+            "type": "session", "id": session.id, "env": env, "args": args, "ttl": session.ttl,
+        });
+        let delivered = match &server.serving_connection {
+            Some(connection) => deps.sockets.post(None, connection, &frame).await,
+            None => Ok(Delivery::Gone),
+        };
+        if !matches!(delivered, Ok(Delivery::Delivered)) {
+            // It cannot be told its session: it is not a working server. End it (the session
+            // record goes with it) and try the next.
+            tracing::warn!(server_id, "warm server unreachable; ending it");
+            lifecycle::end_server(deps, &server_id, "unreachable when allocated", false).await?;
+            continue;
+        }
+        let host = match &server.address {
+            Some(address) => Some(address.clone()),
+            None => task_address(deps, &server).await?,
+        };
+        if let Some(host) = &host {
+            deps.store.server_running(&server, host).await?;
+            deps.store.set_session_host(session.id, host).await?;
+        }
+        if let Some(slot) = server.slot {
+            // The allocation has happened; a failed refill waits for the sweeper.
+            if let Err(e) =
+                lifecycle::refill_server_slot(deps, session.image, session.location, slot).await
+            {
+                tracing::warn!(slot, error = %e, "warm refill left to the sweeper");
+            }
+        }
+        tracing::info!(session = session.id, server_id, "warm allocation");
+        return Ok(Some(json!({ "id": session.id, "host": host, "ports": session.ports })));
+    }
+    Ok(None)
+}
+
+/// The address ECS reports for a server's task, if it runs.
+async fn task_address(
+    deps: &Deps,
+    server: &crate::model::Room,
+) -> Result<Option<String>, ApiError> {
+    let (Some(task_arn), Some(location)) = (&server.task_arn, &server.location) else {
+        return Ok(None);
+    };
+    let (Some(place), Some(application)) = (
+        deps.config.locations.get(location),
+        server.app.as_ref().and_then(|a| deps.config.applications.get(a)),
+    ) else {
+        return Ok(None);
+    };
+    let settings = place.ecs_settings(application, &application.task_definition);
+    let tasks = ecs::describe(deps.ecs_in(&place.region), &settings, &[task_arn.clone()])
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(tasks
+        .into_iter()
+        .find(|t| t.up)
+        .and_then(|t| t.address))
+}
+
+/// Refreshes a session whose host is not known yet from its task; returns it as it now is.
+pub async fn refresh(deps: &Deps, session: Session) -> Result<Session, ApiError> {
+    if session.host.is_some() {
+        return Ok(session);
+    }
+    let Some(server) = deps.store.room(&session.server_id).await? else {
+        return Ok(session);
+    };
+    let Some(host) = task_address(deps, &server).await? else {
+        return Ok(session);
+    };
+    deps.store.server_running(&server, &host).await?;
+    deps.store.set_session_host(&session.id, &host).await?;
+    Ok(deps.store.session(&session.id).await?.unwrap_or(session))
+}
+
+/// A cold start waits up to `SWITCHBOARD_SESSION_WAIT_SECONDS` for its task's address.
+async fn wait_for_host(deps: &Deps, session_id: &str) -> Result<Session, ApiError> {
+    let deadline =
+        tokio::time::Instant::now() + Duration::from_secs(deps.config.session_wait_seconds as u64);
+    loop {
+        let session = deps
+            .store
+            .session(session_id)
+            .await?
+            .ok_or_else(|| ApiError::Internal(format!("session {session_id} vanished")))?;
+        let session = refresh(deps, session).await?;
+        if session.host.is_some() || tokio::time::Instant::now() >= deadline {
+            return Ok(session);
+        }
+        tokio::time::sleep(ADDRESS_POLL).await;
+    }
+}
+
+/// The id in `/session/{id}`: a caller's id is a UUID (others were never issued).
+pub fn path_id(event: &aws_lambda_events::apigw::ApiGatewayV2httpRequest) -> Result<String, ApiError> {
+    let raw = event
+        .path_parameters
+        .get("id")
+        .map(String::as_str)
+        .unwrap_or_default();
+    if Uuid::parse_str(raw).is_err() {
+        return Err(ApiError::not_found("session not found"));
+    }
+    Ok(raw.to_string())
+}
+
+/// `players` in join and leave bodies: 1–50 player ids.
+pub fn check_players(players: &[String]) -> Result<(), ApiError> {
+    if players.is_empty() {
+        return Err(ApiError::Invalid("players: must name at least one player".into()));
+    }
+    if players.len() > crate::model::MAX_PLAYERS_PER_CALL {
+        return Err(ApiError::Invalid("players: at most 50 per call".into()));
+    }
+    for player in players {
+        if crate::validate::identifier("player", player).is_err() {
+            return Err(ApiError::Invalid(
+                "players: each must be 1-128 printable, non-space characters".into(),
+            ));
+        }
+    }
+    Ok(())
+}
