@@ -463,14 +463,20 @@ impl EcsState {
         self.stopped.notify_all();
     }
 
-    /// The lowest 127.0.0.x (x ≥ 2) no unstopped task holds.
+    /// A 127.0.0.x (x ≥ 2) no unstopped task holds, taken round-robin from a counter shared
+    /// by every stack in the process, so that stacks running side by side (tests) rarely hand
+    /// out the same address while both tasks run.
     fn free_address(tasks: &Tasks) -> Option<Ipv4Addr> {
-        (2..=254).map(|x| Ipv4Addr::new(127, 0, 0, x)).find(|a| {
-            !tasks
-                .all
-                .iter()
-                .any(|t| t.last != Status::Stopped && t.address == *a)
-        })
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let start = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        (0..253u32)
+            .map(|i| Ipv4Addr::new(127, 0, 0, 2 + ((start + i) % 253) as u8))
+            .find(|a| {
+                !tasks
+                    .all
+                    .iter()
+                    .any(|t| t.last != Status::Stopped && t.address == *a)
+            })
     }
 
     fn run_task(self: &Arc<Self>, request: &Value) -> Result<Value, EcsError> {

@@ -208,24 +208,26 @@ impl Stack {
             vars.entry(name.into()).or_insert_with(|| value.into());
         }
         // Sessions: by default one location, `local` (this machine), and the application `sfu`.
-        vars.entry("SWITCHBOARD_LOCATIONS".into()).or_insert_with(|| {
-            serde_json::json!({ "local": {
-                "region": "us-east-1",
-                "cluster": options.ecs_cluster,
-                "subnets": ["subnet-local"],
-                "securityGroups": ["sg-local"],
-                "ips": ["127.0.0.1"],
-            }})
-            .to_string()
-        });
-        vars.entry("SWITCHBOARD_APPLICATIONS".into()).or_insert_with(|| {
-            serde_json::json!({ "sfu": {
-                "taskDefinition": options.ecs_task_definition,
-                "container": "sfu",
-                "ports": [{ "type": "udp", "container": 7777 }],
-            }})
-            .to_string()
-        });
+        vars.entry("SWITCHBOARD_LOCATIONS".into())
+            .or_insert_with(|| {
+                serde_json::json!({ "local": {
+                    "region": "us-east-1",
+                    "cluster": options.ecs_cluster,
+                    "subnets": ["subnet-local"],
+                    "securityGroups": ["sg-local"],
+                    "ips": ["127.0.0.1"],
+                }})
+                .to_string()
+            });
+        vars.entry("SWITCHBOARD_APPLICATIONS".into())
+            .or_insert_with(|| {
+                serde_json::json!({ "sfu": {
+                    "taskDefinition": options.ecs_task_definition,
+                    "container": "sfu",
+                    "ports": [{ "type": "udp", "container": 7777 }],
+                }})
+                .to_string()
+            });
         let config = Config::from_vars(&vars)?;
 
         let sdk = local_sdk_config().await;

@@ -19,8 +19,13 @@ async fn delete(deps: &Deps, event: &ApiGatewayV2httpRequest) -> Result<Value, A
         .session(&id)
         .await?
         .ok_or_else(|| ApiError::not_found("session not found"))?;
-    lifecycle::end_server(deps, &session.server_id, "session stopped by DELETE /session", false)
-        .await?;
+    lifecycle::end_server(
+        deps,
+        &session.server_id,
+        "session stopped by DELETE /session",
+        false,
+    )
+    .await?;
     // A server already ending elsewhere takes the session with it; make sure it is gone.
     deps.store.delete_session(&id).await?;
     Ok(json!({ "id": id, "message": "Session stopped" }))

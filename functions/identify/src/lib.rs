@@ -88,7 +88,11 @@ async fn identify(deps: &Deps, event: &ApiGatewayWebsocketProxyRequest) -> Resul
             }
         }
         Role::Server => {
-            if !deps.store.attach_server(&room, &peer_id, connection).await? {
+            if !deps
+                .store
+                .attach_server(&room, &peer_id, connection)
+                .await?
+            {
                 deps.store.close_connection(connection).await?;
                 return Err(ApiError::Unauthorized);
             }

@@ -5,7 +5,7 @@
 //! else `SERVER_ID` + `SERVER_TOKEN` as a session's game server (without `SERVER_TOKEN` it does
 //! not connect at all). With `TASK_IP`, it answers UDP `ping` on `TASK_IP:GAME_PORT` (7777)
 //! with `pong <id>`. `EXAMPLE_SERVER_EVENTS` names a file that gets one line per event:
-//! `identified`, `reconnecting`, `sigterm`, `exit`.
+//! `identified`, `session <id> env <json>`, `reconnecting`, `sigterm`, `exit`.
 //!
 //! Stdout: `frame <json>` for each frame received, `session <id>` and `env <json>` for a
 //! session. It answers a client's offer, pings every 60 s, reconnects with backoff when its
@@ -87,8 +87,11 @@ async fn serve_udp(ip: String, id: String) {
 /// What a received frame asks to send back, if anything.
 fn answer(frame: &Value, me: &str) -> Option<String> {
     if frame["type"] == "session" {
-        println!("session {}", frame["id"].as_str().unwrap_or_default());
+        // A warm server applies its session: a real game would load the map `env` names.
+        let id = frame["id"].as_str().unwrap_or_default();
+        println!("session {id}");
         println!("env {}", frame["env"]);
+        event(&format!("session {id} env {}", frame["env"]));
     }
     if frame.pointer("/description/type") == Some(&json!("offer")) {
         let sender = frame.get("sender")?.as_str()?;

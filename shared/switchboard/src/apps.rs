@@ -177,13 +177,15 @@ mod tests {
 
     #[test]
     fn errors_name_the_setting_and_the_entry() {
-        let locations =
-            parse_locations(r#"{"eu": {"region": "eu-central-1", "cluster": "c", "ips": ["10.0.0.1"]}}"#)
-                .unwrap();
+        let locations = parse_locations(
+            r#"{"eu": {"region": "eu-central-1", "cluster": "c", "ips": ["10.0.0.1"]}}"#,
+        )
+        .unwrap();
         assert_eq!(locations["eu"].ips, [Ipv4Addr::new(10, 0, 0, 1)]);
         let error = parse_locations(r#"{"eu": {"region": "eu-central-1"}}"#).unwrap_err();
         assert!(
-            error.to_string().contains("SWITCHBOARD_LOCATIONS") && error.to_string().contains("\"eu\""),
+            error.to_string().contains("SWITCHBOARD_LOCATIONS")
+                && error.to_string().contains("\"eu\""),
             "{error}"
         );
         let error = parse_applications(
@@ -191,9 +193,16 @@ mod tests {
             &locations,
         )
         .unwrap_err();
-        assert!(error.to_string().contains("unknown location \"mars\""), "{error}");
-        let error = parse_applications(r#"{"game": {"taskDefinition": 5}}"#, &locations).unwrap_err();
-        assert!(error.to_string().contains("application \"game\""), "{error}");
+        assert!(
+            error.to_string().contains("unknown location \"mars\""),
+            "{error}"
+        );
+        let error =
+            parse_applications(r#"{"game": {"taskDefinition": 5}}"#, &locations).unwrap_err();
+        assert!(
+            error.to_string().contains("application \"game\""),
+            "{error}"
+        );
         assert!(parse_applications("[1]", &locations).is_err());
         let apps = parse_applications(
             r#"{"game": {"taskDefinition": "td", "container": "c", "ports": [{"type": "udp", "container": 7777}]}}"#,

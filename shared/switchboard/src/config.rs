@@ -130,7 +130,10 @@ impl std::fmt::Debug for Config {
             .field("reconnect_grace_seconds", &self.reconnect_grace_seconds)
             .field("warm_rooms", &self.warm_rooms)
             .field("sfu_token_optional", &self.sfu_token_optional)
-            .field("applications", &self.applications.keys().collect::<Vec<_>>())
+            .field(
+                "applications",
+                &self.applications.keys().collect::<Vec<_>>(),
+            )
             .field("locations", &self.locations.keys().collect::<Vec<_>>())
             .finish()
     }

@@ -50,10 +50,9 @@ pub fn error_response(error: &ApiError, style: ErrorStyle) -> ApiGatewayV2httpRe
                 .insert(RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
         }
         ApiError::Capacity(_) => {
-            response.headers.insert(
-                RETRY_AFTER,
-                HeaderValue::from(CAPACITY_RETRY_AFTER_SECONDS),
-            );
+            response
+                .headers
+                .insert(RETRY_AFTER, HeaderValue::from(CAPACITY_RETRY_AFTER_SECONDS));
         }
         _ => {}
     }

@@ -10,8 +10,8 @@ use serde_json::json;
 use thiserror::Error;
 use uuid::Uuid;
 
-use crate::deps::Deps;
 use crate::config::EcsSettings;
+use crate::deps::Deps;
 use crate::ecs::{self, EcsError, Launch, LaunchError};
 use crate::error::{ApiError, StoreError};
 use crate::model::{
@@ -222,9 +222,21 @@ pub async fn launch_server(
     cold: Option<&ColdSession<'_>>,
 ) -> Result<Launched, LifecycleError> {
     let unconfigured = || LifecycleError::Unconfigured(image.into(), location.into());
-    let application = deps.config.applications.get(image).ok_or_else(unconfigured)?;
-    let place = deps.config.locations.get(location).ok_or_else(unconfigured)?;
-    let signal_url = deps.config.ws_url.clone().ok_or(LifecycleError::NoSignalingUrl)?;
+    let application = deps
+        .config
+        .applications
+        .get(image)
+        .ok_or_else(unconfigured)?;
+    let place = deps
+        .config
+        .locations
+        .get(location)
+        .ok_or_else(unconfigured)?;
+    let signal_url = deps
+        .config
+        .ws_url
+        .clone()
+        .ok_or(LifecycleError::NoSignalingUrl)?;
     let server_id = match cold {
         Some(cold) => cold.session.id.to_string(),
         None => Uuid::new_v4().to_string(),
@@ -239,7 +251,10 @@ pub async fn launch_server(
         start_timeout: deps.config.start_timeout_seconds,
         slot: slot.map(|(k, _)| k),
     };
-    if !store.create_server(&server, cold.map(|c| &c.session)).await? {
+    if !store
+        .create_server(&server, cold.map(|c| &c.session))
+        .await?
+    {
         return Err(LifecycleError::SessionExists);
     }
     let session_id = cold.map(|c| c.session.id);
@@ -275,18 +290,34 @@ pub async fn launch_server(
                     tracing::error!(error = %cleanup, server_id, "could not remove a refused launch's records");
                 }
             } else {
-                tracing::error!(server_id, "launch outcome unknown; the sweeper ends the server at its start deadline");
+                tracing::error!(
+                    server_id,
+                    "launch outcome unknown; the sweeper ends the server at its start deadline"
+                );
             }
             return Err(e.into());
         }
     };
     if let Err(e) = store.record_task(&server_id, &task_arn).await {
-        if let Err(stop) = ecs::stop_task(client, &settings, &task_arn, "Switchboard could not record the task").await {
+        if let Err(stop) = ecs::stop_task(
+            client,
+            &settings,
+            &task_arn,
+            "Switchboard could not record the task",
+        )
+        .await
+        {
             tracing::error!(error = %stop, server_id, "could not stop an unrecorded task");
         }
         return Err(e.into());
     }
-    tracing::info!(server_id, image, location, task_arn, "game server task started");
+    tracing::info!(
+        server_id,
+        image,
+        location,
+        task_arn,
+        "game server task started"
+    );
     Ok(Launched {
         room_id: server_id,
         task_arn,
@@ -302,7 +333,9 @@ pub async fn refill_server_slot(
     slot: u32,
 ) -> Result<Refill, LifecycleError> {
     let store = &deps.store;
-    let previous = store.slot_room(&server_slots(image, location), slot).await?;
+    let previous = store
+        .slot_room(&server_slots(image, location), slot)
+        .await?;
     if let Some(server_id) = &previous
         && let Some(server) = store.room(server_id).await?
         && server.session_id.is_none()
@@ -310,7 +343,15 @@ pub async fn refill_server_slot(
     {
         return Ok(Refill::Full);
     }
-    match launch_server(deps, image, location, Some((slot, previous.as_deref())), None).await {
+    match launch_server(
+        deps,
+        image,
+        location,
+        Some((slot, previous.as_deref())),
+        None,
+    )
+    .await
+    {
         Ok(launched) => Ok(Refill::Launched(launched.room_id)),
         Err(LifecycleError::SlotTaken) => Ok(Refill::Raced),
         Err(e) => Err(e),
@@ -433,12 +474,7 @@ async fn reconcile(deps: &Deps, report: &mut SweepReport) -> Result<(), Lifecycl
         add(deps.home_region.clone(), &deps.ecs, settings);
     }
     for (name, location) in &deps.config.locations {
-        if let Some(application) = deps
-            .config
-            .applications
-            .values()
-            .find(|a| a.runs_in(name))
-        {
+        if let Some(application) = deps.config.applications.values().find(|a| a.runs_in(name)) {
             add(
                 location.region.clone(),
                 deps.ecs_in(&location.region),
@@ -477,8 +513,7 @@ async fn reconcile(deps: &Deps, report: &mut SweepReport) -> Result<(), Lifecycl
             .map(|t| t.task_arn)
             .collect();
         for room in rooms.iter().filter(|r| {
-            r.state != RoomState::Ending
-                && r.task_arn.as_ref().is_some_and(|a| stopped.contains(a))
+            r.state != RoomState::Ending && r.task_arn.as_ref().is_some_and(|a| stopped.contains(a))
         }) {
             let outcome = end_server(deps, &room.room_id, "its task stopped", false).await;
             record(report, &room.room_id, outcome);

@@ -16,7 +16,7 @@ use crate::ecs::{self, LaunchError};
 use crate::error::ApiError;
 use crate::http::ErrorStyle;
 use crate::lifecycle::{self, ColdSession, LifecycleError};
-use crate::model::{Allocation, NewSession, Session, SESSION_MAX_SECONDS};
+use crate::model::{Allocation, NewSession, SESSION_MAX_SECONDS, Session};
 use crate::sockets::Delivery;
 
 /// Every sessions route answers errors as `{"message"}`.
@@ -61,7 +61,10 @@ impl SessionRequest {
             if env.len() > MAX_ENV {
                 return invalid("env: at most 64 entries");
             }
-            if env.keys().any(|k| k.is_empty() || k.contains('=') || k.contains('\0')) {
+            if env
+                .keys()
+                .any(|k| k.is_empty() || k.contains('=') || k.contains('\0'))
+            {
                 return invalid("env: names must be non-empty, without '=' or NUL");
             }
         }
@@ -170,28 +173,29 @@ pub async fn create(deps: &Deps, request: SessionRequest) -> Result<(u16, Value)
     {
         return repeat(&existing, &fingerprint);
     }
-    let session_id = request
-        .id
-        .clone()
-        .unwrap_or_else(|| Uuid::new_v4().to_string());
     let ports = ports(deps, &request.image);
-    let session = NewSession {
-        id: &session_id,
+    let env = request.env.clone().unwrap_or_default();
+    let args = request.args.clone().unwrap_or_default();
+    let wanted = Wanted {
+        id: request.id.as_deref(),
         image: &request.image,
         location: &request.location,
         ports: &ports,
         request_hash: &fingerprint,
         ttl: request.ttl,
     };
-    let env = request.env.clone().unwrap_or_default();
-    let args = request.args.clone().unwrap_or_default();
 
     // Warm: a ready server of the image's own task definition, told its session on its socket.
     if task_definition == application.task_definition
-        && let Some(answer) = allocate_warm(deps, &session, &env, &args).await?
+        && let Some(answer) = allocate_warm(deps, &wanted, &env, &args).await?
     {
         return Ok((201, answer));
     }
+    let session_id = request
+        .id
+        .clone()
+        .unwrap_or_else(|| Uuid::new_v4().to_string());
+    let session = wanted.session(&session_id);
     if !application.cold {
         return Err(ApiError::Capacity(format!(
             "no warm server of {} is ready in {}",
@@ -204,8 +208,7 @@ pub async fn create(deps: &Deps, request: SessionRequest) -> Result<(u16, Value)
         args: &args,
         task_definition,
     };
-    match lifecycle::launch_server(deps, &request.image, &request.location, None, Some(&cold))
-        .await
+    match lifecycle::launch_server(deps, &request.image, &request.location, None, Some(&cold)).await
     {
         Ok(_) => {}
         Err(LifecycleError::SessionExists) => {
@@ -239,21 +242,47 @@ fn repeat(existing: &Session, fingerprint: &str) -> Result<(u16, Value), ApiErro
     }
 }
 
+/// A session as asked for, before it has an id: the caller's, a warm server's own, or new.
+struct Wanted<'a> {
+    id: Option<&'a str>,
+    image: &'a str,
+    location: &'a str,
+    ports: &'a Value,
+    request_hash: &'a str,
+    ttl: Option<i64>,
+}
+
+impl<'a> Wanted<'a> {
+    fn session(&self, id: &'a str) -> NewSession<'a> {
+        NewSession {
+            id,
+            image: self.image,
+            location: self.location,
+            ports: self.ports,
+            request_hash: self.request_hash,
+            ttl: self.ttl,
+        }
+    }
+}
+
 /// Tries the ready servers of the session's image and location in turn; `None` when none
-/// could be allocated.
+/// could be allocated. The session keeps the server's id unless the caller chose one.
 async fn allocate_warm(
     deps: &Deps,
-    session: &NewSession<'_>,
+    wanted: &Wanted<'_>,
     env: &BTreeMap<String, String>,
     args: &[String],
 ) -> Result<Option<Value>, ApiError> {
     for server_id in deps
         .store
-        .ready_servers(session.image, session.location)
+        .ready_servers(wanted.image, wanted.location)
         .await?
     {
+        let session = &wanted.session(wanted.id.unwrap_or(&server_id));
         match deps.store.allocate_server(&server_id, session).await? {
             Allocation::ServerTaken => continue,
+            // The session would have taken the server's own id: someone else allocated it.
+            Allocation::SessionExists if wanted.id.is_none() => continue,
             Allocation::SessionExists => {
                 return match deps.store.session(session.id).await? {
                     Some(existing) => repeat(&existing, session.request_hash).map(|(_, v)| Some(v)),
@@ -296,7 +325,9 @@ async fn allocate_warm(
             }
         }
         tracing::info!(session = session.id, server_id, "warm allocation");
-        return Ok(Some(json!({ "id": session.id, "host": host, "ports": session.ports })));
+        return Ok(Some(
+            json!({ "id": session.id, "host": host, "ports": session.ports }),
+        ));
     }
     Ok(None)
 }
@@ -311,7 +342,10 @@ async fn task_address(
     };
     let (Some(place), Some(application)) = (
         deps.config.locations.get(location),
-        server.app.as_ref().and_then(|a| deps.config.applications.get(a)),
+        server
+            .app
+            .as_ref()
+            .and_then(|a| deps.config.applications.get(a)),
     ) else {
         return Ok(None);
     };
@@ -319,10 +353,7 @@ async fn task_address(
     let tasks = ecs::describe(deps.ecs_in(&place.region), &settings, &[task_arn.clone()])
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?;
-    Ok(tasks
-        .into_iter()
-        .find(|t| t.up)
-        .and_then(|t| t.address))
+    Ok(tasks.into_iter().find(|t| t.up).and_then(|t| t.address))
 }
 
 /// Refreshes a session whose host is not known yet from its task; returns it as it now is.
@@ -360,7 +391,9 @@ async fn wait_for_host(deps: &Deps, session_id: &str) -> Result<Session, ApiErro
 }
 
 /// The id in `/session/{id}`: a caller's id is a UUID (others were never issued).
-pub fn path_id(event: &aws_lambda_events::apigw::ApiGatewayV2httpRequest) -> Result<String, ApiError> {
+pub fn path_id(
+    event: &aws_lambda_events::apigw::ApiGatewayV2httpRequest,
+) -> Result<String, ApiError> {
     let raw = event
         .path_parameters
         .get("id")
@@ -375,7 +408,9 @@ pub fn path_id(event: &aws_lambda_events::apigw::ApiGatewayV2httpRequest) -> Res
 /// `players` in join and leave bodies: 1–50 player ids.
 pub fn check_players(players: &[String]) -> Result<(), ApiError> {
     if players.is_empty() {
-        return Err(ApiError::Invalid("players: must name at least one player".into()));
+        return Err(ApiError::Invalid(
+            "players: must name at least one player".into(),
+        ));
     }
     if players.len() > crate::model::MAX_PLAYERS_PER_CALL {
         return Err(ApiError::Invalid("players: at most 50 per call".into()));

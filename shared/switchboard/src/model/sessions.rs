@@ -11,10 +11,14 @@
 
 use std::collections::BTreeSet;
 
-use aws_sdk_dynamodb::types::{AttributeValue, Delete, Put, ReturnValue, TransactWriteItem, Update};
+use aws_sdk_dynamodb::types::{
+    AttributeValue, Delete, Put, ReturnValue, TransactWriteItem, Update,
+};
 use serde_json::Value;
 
-use super::item::{Item, cancelled_conditions, condition_failed, get_n, get_s, is_live, n, req_s, s};
+use super::item::{
+    Item, cancelled_conditions, condition_failed, get_n, get_s, is_live, n, req_s, s,
+};
 use super::rooms::{READY_INDEX, Room};
 use super::{CONNECTION_TTL_SECONDS, EXPIRES_AT, Store};
 use crate::error::{StoreError, dynamo_error};
@@ -116,7 +120,12 @@ pub enum Join {
 }
 
 impl Store {
-    fn session_put(&self, session: &NewSession<'_>, server_id: &str, status: &str) -> Result<Put, StoreError> {
+    fn session_put(
+        &self,
+        session: &NewSession<'_>,
+        server_id: &str,
+        status: &str,
+    ) -> Result<Put, StoreError> {
         let now = self.clock.now();
         let ends_at = session.ttl.map(|ttl| now + ttl);
         let mut put = Put::builder()
@@ -139,7 +148,11 @@ impl Store {
         put.build().map_err(dynamo_error)
     }
 
-    fn server_put(&self, server: &NewServer<'_>, session: Option<&NewSession<'_>>) -> Result<Put, StoreError> {
+    fn server_put(
+        &self,
+        server: &NewServer<'_>,
+        session: Option<&NewSession<'_>>,
+    ) -> Result<Put, StoreError> {
         let now = self.clock.now();
         let deadline = now + server.start_timeout;
         let mut put = Put::builder()
@@ -157,9 +170,10 @@ impl Store {
             put = put.item("slot", n(i64::from(slot)));
         }
         if let Some(session) = session {
-            put = put
-                .item("sessionId", s(session.id))
-                .item("sessionEnds", n(session.ttl.map_or(now + SESSION_MAX_SECONDS, |t| now + t)));
+            put = put.item("sessionId", s(session.id)).item(
+                "sessionEnds",
+                n(session.ttl.map_or(now + SESSION_MAX_SECONDS, |t| now + t)),
+            );
         }
         put.build().map_err(dynamo_error)
     }
@@ -171,10 +185,11 @@ impl Store {
         server: &NewServer<'_>,
         session: Option<&NewSession<'_>>,
     ) -> Result<bool, StoreError> {
-        let mut request = self
-            .client
-            .transact_write_items()
-            .transact_items(TransactWriteItem::builder().put(self.server_put(server, session)?).build());
+        let mut request = self.client.transact_write_items().transact_items(
+            TransactWriteItem::builder()
+                .put(self.server_put(server, session)?)
+                .build(),
+        );
         if let Some(session) = session {
             request = request.transact_items(
                 TransactWriteItem::builder()
@@ -192,7 +207,11 @@ impl Store {
     }
 
     /// Removes the records of a server whose task certainly never started.
-    pub async fn forget_server(&self, server_id: &str, session_id: Option<&str>) -> Result<(), StoreError> {
+    pub async fn forget_server(
+        &self,
+        server_id: &str,
+        session_id: Option<&str>,
+    ) -> Result<(), StoreError> {
         let mut request = self.client.transact_write_items().transact_items(
             TransactWriteItem::builder()
                 .delete(
@@ -227,7 +246,11 @@ impl Store {
     }
 
     /// Ready, unallocated game servers of `image` in `location`, freshest first.
-    pub async fn ready_servers(&self, image: &str, location: &str) -> Result<Vec<String>, StoreError> {
+    pub async fn ready_servers(
+        &self,
+        image: &str,
+        location: &str,
+    ) -> Result<Vec<String>, StoreError> {
         let out = self
             .client
             .query()
@@ -242,7 +265,10 @@ impl Store {
             .send()
             .await
             .map_err(dynamo_error)?;
-        out.items().iter().map(|item| req_s(item, "roomId")).collect()
+        out.items()
+            .iter()
+            .map(|item| req_s(item, "roomId"))
+            .collect()
     }
 
     /// Allocates the ready server `server_id` to `session`, in one transaction: the session is
@@ -478,7 +504,11 @@ impl Store {
 
     /// Puts `players` into the live session `session_id`, atomically: either all join, or none
     /// does because one of them is in another live session.
-    pub async fn join_players(&self, session_id: &str, players: &[String]) -> Result<Join, StoreError> {
+    pub async fn join_players(
+        &self,
+        session_id: &str,
+        players: &[String],
+    ) -> Result<Join, StoreError> {
         let Some(session) = self.session(session_id).await? else {
             return Ok(Join::UnknownSession);
         };
@@ -492,7 +522,10 @@ impl Store {
                         .key("sessionId", s(session_id))
                         .update_expression("ADD players :players")
                         .condition_expression("expiresAt > :now")
-                        .expression_attribute_values(":players", AttributeValue::Ss(players.to_vec()))
+                        .expression_attribute_values(
+                            ":players",
+                            AttributeValue::Ss(players.to_vec()),
+                        )
                         .expression_attribute_values(":now", n(now))
                         .build()
                         .map_err(dynamo_error)?,
@@ -555,8 +588,12 @@ impl Store {
                 .send()
                 .await
                 .map_err(dynamo_error)?;
-            let Some(item) = out.attributes() else { continue };
-            let Some(session_id) = get_s(item, "sessionId") else { continue };
+            let Some(item) = out.attributes() else {
+                continue;
+            };
+            let Some(session_id) = get_s(item, "sessionId") else {
+                continue;
+            };
             if !is_live(item, now) {
                 continue;
             }

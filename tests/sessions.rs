@@ -1,0 +1,611 @@
+//! The sessions API (Gameye-compatible) against the local stack, with the example game server
+//! as the task process: every route's success shape and error codes, the address reaching the
+//! running server (UDP ping), warm allocation under concurrency, and ending through the one
+//! lifecycle (SIGTERM seen by the server).
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use switchboard_tests::*;
+
+const GAME: &str = "arena";
+
+fn events_dir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("switchboard-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).expect("events dir");
+    dir
+}
+
+fn events(dir: &Path, server: &str) -> String {
+    std::fs::read_to_string(dir.join(server)).unwrap_or_default()
+}
+
+async fn wait_for(dir: &Path, server: &str, what: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while !events(dir, server).contains(what) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "server {server} never wrote {what:?}: {:?}",
+            events(dir, server)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A stack with the application `arena` (versions `v2`) in location `local`, `warm` servers
+/// kept there, and the example server as every task's process.
+fn sessions_stack(dir: &Path, warm: u32) -> switchboard_local::StackOptions {
+    let mut options = options();
+    options.task_command = Some(format!(
+        r#"EXAMPLE_SERVER_EVENTS="{}/${{SERVER_ID:-$ROOM_ID}}" exec {} "$@""#,
+        dir.display(),
+        env!("CARGO_BIN_EXE_example-server")
+    ));
+    options.task_stop_timeout = Duration::from_secs(2);
+    options.vars.insert(
+        "SWITCHBOARD_LOCATIONS".into(),
+        json!({ "local": {
+            "region": "us-east-1", "cluster": switchboard_local::DEFAULT_CLUSTER,
+            "subnets": ["subnet-local"], "ips": ["127.0.0.1"],
+        }, "elsewhere": {
+            "region": "eu-central-1", "cluster": switchboard_local::DEFAULT_CLUSTER,
+            "subnets": ["subnet-local"], "ips": ["127.0.0.2"],
+        }})
+        .to_string(),
+    );
+    options.vars.insert(
+        "SWITCHBOARD_APPLICATIONS".into(),
+        json!({ GAME: {
+            "taskDefinition": "arena-game", "container": "game",
+            "ports": [{ "type": "udp", "container": 7777 }],
+            "versions": { "v2": "arena-game-v2" },
+            "warm": { "local": warm },
+            "locations": ["local"],
+        }})
+        .to_string(),
+    );
+    options
+        .vars
+        .insert("SWITCHBOARD_SESSION_WAIT_SECONDS".into(), "10".into());
+    options
+}
+
+async fn post_session(t: &TestStack, body: Value) -> (u16, Value) {
+    t.call(
+        "POST",
+        "/session",
+        Some(&body.to_string()),
+        Some(OPERATOR_KEY),
+    )
+    .await
+}
+
+/// Sends `ping` to the game server at `host:port` and returns its answer.
+async fn udp_ping(host: &str, port: u64) -> String {
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mut buffer = [0u8; 256];
+    for _ in 0..50 {
+        socket.send_to(b"ping", (host, port as u16)).await.unwrap();
+        if let Ok(Ok((n, _))) =
+            tokio::time::timeout(Duration::from_millis(200), socket.recv_from(&mut buffer)).await
+        {
+            return String::from_utf8_lossy(&buffer[..n]).into_owned();
+        }
+    }
+    panic!("no answer from {host}:{port}/udp");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_route_answers_as_the_session_api_does() {
+    let dir = events_dir();
+    let t = TestStack::start_with(sessions_stack(&dir, 0)).await;
+
+    // 401 on every route without the operator key.
+    for (method, path, body) in [
+        ("GET", "/available-location/arena", None),
+        (
+            "POST",
+            "/session",
+            Some(r#"{"image":"arena","location":"local"}"#),
+        ),
+        ("GET", "/session", None),
+        ("GET", "/session/5b0c8e9e-1d2f-4a4e-9d51-5f2c6a3f9b10", None),
+        (
+            "DELETE",
+            "/session/5b0c8e9e-1d2f-4a4e-9d51-5f2c6a3f9b10",
+            None,
+        ),
+        (
+            "PUT",
+            "/session/player/join",
+            Some(r#"{"session":"x","players":["p"]}"#),
+        ),
+        (
+            "DELETE",
+            "/session/player/leave",
+            Some(r#"{"players":["p"]}"#),
+        ),
+    ] {
+        assert_eq!(
+            t.call(method, path, body, None).await.0,
+            401,
+            "{method} {path}"
+        );
+        assert_eq!(
+            t.call(method, path, body, Some("wrong")).await.0,
+            401,
+            "{method} {path}"
+        );
+    }
+
+    // available-location
+    assert_eq!(
+        t.call("GET", "/available-location/arena", None, Some(OPERATOR_KEY))
+            .await,
+        (
+            200,
+            json!({ "locations": [{ "location": "local", "ips": ["127.0.0.1"] }] })
+        )
+    );
+    assert_eq!(
+        t.call("GET", "/available-location/chess", None, Some(OPERATOR_KEY))
+            .await
+            .0,
+        404
+    );
+
+    // 404 naming what is unknown; 422 naming the field.
+    for (body, status, needle) in [
+        (
+            json!({ "image": "chess", "location": "local" }),
+            404,
+            "image",
+        ),
+        (
+            json!({ "image": GAME, "location": "mars" }),
+            404,
+            "location",
+        ),
+        (
+            json!({ "image": GAME, "location": "elsewhere" }),
+            404,
+            "location",
+        ),
+        (
+            json!({ "image": GAME, "location": "local", "version": "v9" }),
+            404,
+            "version",
+        ),
+        (json!({ "location": "local" }), 422, "image"),
+        (
+            json!({ "image": GAME, "location": "local", "ttl": "soon" }),
+            422,
+            "ttl",
+        ),
+        (
+            json!({ "image": GAME, "location": "local", "ttl": 0 }),
+            422,
+            "ttl",
+        ),
+        (
+            json!({ "image": GAME, "location": "local", "ttl": 700000 }),
+            422,
+            "ttl",
+        ),
+        (
+            json!({ "image": GAME, "location": "local", "id": "not-a-uuid" }),
+            422,
+            "id",
+        ),
+        (
+            json!({ "image": GAME, "location": "local", "env": { "A": 1 } }),
+            422,
+            "env",
+        ),
+        (
+            json!({ "image": GAME, "location": "local", "args": "x" }),
+            422,
+            "args",
+        ),
+        (
+            json!({ "image": GAME, "location": "local", "colour": "red" }),
+            422,
+            "colour",
+        ),
+    ] {
+        let (got, answer) = post_session(&t, body.clone()).await;
+        assert_eq!(got, status, "{body} → {answer}");
+        assert!(
+            answer["message"]
+                .as_str()
+                .is_some_and(|m| m.contains(needle)),
+            "{body}: the message names {needle}: {answer}"
+        );
+    }
+    let many: serde_json::Map<String, Value> =
+        (0..65).map(|i| (format!("V{i}"), json!("x"))).collect();
+    let (got, answer) = post_session(
+        &t,
+        json!({ "image": GAME, "location": "local", "env": many }),
+    )
+    .await;
+    assert_eq!(
+        (
+            got,
+            answer["message"].as_str().map(|m| m.starts_with("env"))
+        ),
+        (422, Some(true))
+    );
+    let (got, _) = t
+        .call("POST", "/session", Some("{not json"), Some(OPERATOR_KEY))
+        .await;
+    assert_eq!(got, 422);
+
+    // A cold start, with env, args, ttl and a chosen id; the version picks another definition.
+    let id = uuid::Uuid::new_v4().to_string();
+    let request = json!({
+        "image": GAME, "location": "local", "id": id, "ttl": 600, "version": "v2",
+        "env": { "MAP": "dust" }, "args": ["--mode", "duel"],
+    });
+    let (status, created) = post_session(&t, request.clone()).await;
+    assert_eq!(status, 201, "{created}");
+    let host = created["host"]
+        .as_str()
+        .expect("the cold start's address")
+        .to_string();
+    assert_eq!(
+        created,
+        json!({ "id": id, "host": host, "ports": [{ "type": "udp", "container": 7777, "host": 7777 }] })
+    );
+    let task = t
+        .stack
+        .tasks()
+        .into_iter()
+        .find(|task| task.started_by.as_deref() == Some(id.as_str()))
+        .expect("startedBy is the session id");
+    assert_eq!(
+        task.environment.get("MAP").map(String::as_str),
+        Some("dust")
+    );
+    assert_eq!(task.environment.get("SERVER_ID"), Some(&id));
+    assert_eq!(task.command, ["--mode", "duel"]);
+    assert_eq!(
+        udp_ping(&host, 7777).await,
+        format!("pong {id}"),
+        "the host reaches the server"
+    );
+
+    // Idempotent per id: the same body gives the same session; another body is a conflict.
+    assert_eq!(
+        post_session(&t, request.clone()).await,
+        (201, created.clone())
+    );
+    let (status, conflict) =
+        post_session(&t, json!({ "image": GAME, "location": "local", "id": id })).await;
+    assert_eq!(status, 409, "{conflict}");
+
+    // Listing and one session.
+    let (status, listed) = t.call("GET", "/session", None, Some(OPERATOR_KEY)).await;
+    assert_eq!(status, 200);
+    let sessions = listed["sessions"].as_array().unwrap();
+    assert_eq!(sessions.len(), 1, "{listed}");
+    assert_eq!(
+        (
+            sessions[0]["id"].as_str(),
+            sessions[0]["image"].as_str(),
+            sessions[0]["location"].as_str()
+        ),
+        (Some(id.as_str()), Some(GAME), Some("local"))
+    );
+    assert!(
+        sessions[0]["created"].as_i64().is_some() && sessions[0]["expiresAt"].as_i64().is_some()
+    );
+    let (status, one) = t
+        .call("GET", &format!("/session/{id}"), None, Some(OPERATOR_KEY))
+        .await;
+    assert_eq!(
+        (status, one["status"].as_str(), one["host"].as_str()),
+        (200, Some("ready"), Some(host.as_str()))
+    );
+    assert_eq!(
+        t.call(
+            "GET",
+            "/session/5b0c8e9e-1d2f-4a4e-9d51-5f2c6a3f9b10",
+            None,
+            Some(OPERATOR_KEY)
+        )
+        .await
+        .0,
+        404
+    );
+
+    // Players: join, a player in one live session only, leave.
+    let join = |session: &str, players: Value| json!({ "session": session, "players": players });
+    assert_eq!(
+        t.call(
+            "PUT",
+            "/session/player/join",
+            Some(&join(&id, json!(["ann", "bo"])).to_string()),
+            Some(OPERATOR_KEY)
+        )
+        .await,
+        (200, json!({ "session": id, "players": ["ann", "bo"] }))
+    );
+    assert_eq!(
+        t.call(
+            "PUT",
+            "/session/player/join",
+            Some(&join(&id, json!(["cy"])).to_string()),
+            Some(OPERATOR_KEY)
+        )
+        .await,
+        (
+            200,
+            json!({ "session": id, "players": ["ann", "bo", "cy"] })
+        )
+    );
+    let (status, other) = post_session(&t, json!({ "image": GAME, "location": "local" })).await;
+    assert_eq!(status, 201, "{other}");
+    let other_id = other["id"].as_str().unwrap().to_string();
+    let (status, taken) = t
+        .call(
+            "PUT",
+            "/session/player/join",
+            Some(&join(&other_id, json!(["dee", "bo"])).to_string()),
+            Some(OPERATOR_KEY),
+        )
+        .await;
+    assert_eq!(status, 409, "{taken}");
+    assert!(taken["message"].as_str().unwrap().contains("bo"), "{taken}");
+    assert_eq!(
+        t.call(
+            "PUT",
+            "/session/player/join",
+            Some(&join("5b0c8e9e-1d2f-4a4e-9d51-5f2c6a3f9b10", json!(["x"])).to_string()),
+            Some(OPERATOR_KEY)
+        )
+        .await
+        .0,
+        404
+    );
+    for bad in [
+        json!({ "session": id }),
+        json!({ "session": id, "players": [] }),
+        json!({ "session": id, "players": [1] }),
+    ] {
+        let (status, body) = t
+            .call(
+                "PUT",
+                "/session/player/join",
+                Some(&bad.to_string()),
+                Some(OPERATOR_KEY),
+            )
+            .await;
+        assert_eq!(status, 422, "{bad} → {body}");
+        assert!(
+            body["message"].as_str().unwrap().contains("players"),
+            "{body}"
+        );
+    }
+    assert_eq!(
+        t.call(
+            "DELETE",
+            "/session/player/leave",
+            Some(r#"{"players":["bo","nobody"]}"#),
+            Some(OPERATOR_KEY)
+        )
+        .await,
+        (200, json!({ "players": ["bo"] }))
+    );
+    assert_eq!(
+        t.call(
+            "DELETE",
+            "/session/player/leave",
+            Some(r#"{"players":"bo"}"#),
+            Some(OPERATOR_KEY)
+        )
+        .await
+        .0,
+        422
+    );
+    // Free again: bo may join the other session now.
+    assert_eq!(
+        t.call(
+            "PUT",
+            "/session/player/join",
+            Some(&join(&other_id, json!(["bo"])).to_string()),
+            Some(OPERATOR_KEY)
+        )
+        .await
+        .0,
+        200
+    );
+
+    // DELETE ends it through the lifecycle: SIGTERM to the server, players released.
+    assert_eq!(
+        t.call(
+            "DELETE",
+            &format!("/session/{id}"),
+            None,
+            Some(OPERATOR_KEY)
+        )
+        .await,
+        (200, json!({ "id": id, "message": "Session stopped" }))
+    );
+    wait_for(&dir, &id, "sigterm").await;
+    assert_eq!(
+        t.call(
+            "DELETE",
+            &format!("/session/{id}"),
+            None,
+            Some(OPERATOR_KEY)
+        )
+        .await
+        .0,
+        404
+    );
+    let (_, listed) = t.call("GET", "/session", None, Some(OPERATOR_KEY)).await;
+    assert_eq!(
+        listed["sessions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["id"].as_str().unwrap())
+            .collect::<Vec<_>>(),
+        [other_id.as_str()]
+    );
+    assert_eq!(
+        t.call(
+            "PUT",
+            "/session/player/join",
+            Some(&join(&other_id, json!(["ann"])).to_string()),
+            Some(OPERATOR_KEY)
+        )
+        .await
+        .0,
+        200,
+        "ann was released with the ended session"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_expired_ttl_ends_the_session_and_frees_its_players() {
+    let dir = events_dir();
+    let t = TestStack::start_with(sessions_stack(&dir, 0)).await;
+    let (status, created) =
+        post_session(&t, json!({ "image": GAME, "location": "local", "ttl": 60 })).await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().unwrap().to_string();
+    let join = json!({ "session": id, "players": ["eve"] }).to_string();
+    assert_eq!(
+        t.call(
+            "PUT",
+            "/session/player/join",
+            Some(&join),
+            Some(OPERATOR_KEY)
+        )
+        .await
+        .0,
+        200
+    );
+
+    t.clock.advance(59);
+    assert!(t.stack.sweep().await.ended.is_empty());
+    t.clock.advance(2);
+    let report = t.stack.sweep().await;
+    assert_eq!(report.ended, std::slice::from_ref(&id), "{report:?}");
+    wait_for(&dir, &id, "sigterm").await;
+    let (_, listed) = t.call("GET", "/session", None, Some(OPERATOR_KEY)).await;
+    assert_eq!(listed, json!({ "sessions": [] }));
+    assert_eq!(
+        t.call(
+            "DELETE",
+            "/session/player/leave",
+            Some(r#"{"players":["eve"]}"#),
+            Some(OPERATOR_KEY)
+        )
+        .await,
+        (200, json!({ "players": [] })),
+        "eve is in no session any more"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn capacity_is_420_with_retry_after() {
+    let dir = events_dir();
+    let mut options = sessions_stack(&dir, 0);
+    options.ecs_capacity = Some(1);
+    let t = TestStack::start_with(options).await;
+    assert_eq!(
+        post_session(&t, json!({ "image": GAME, "location": "local" }))
+            .await
+            .0,
+        201
+    );
+    let response = t
+        .request(
+            "POST",
+            "/session",
+            Some(r#"{"image":"arena","location":"local"}"#),
+            Some(OPERATOR_KEY),
+            &[],
+        )
+        .await;
+    assert_eq!(response.status().as_u16(), 420);
+    assert_eq!(
+        response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()),
+        Some("60")
+    );
+    let (_, listed) = t.call("GET", "/session", None, Some(OPERATOR_KEY)).await;
+    assert_eq!(
+        listed["sessions"].as_array().unwrap().len(),
+        1,
+        "a refused start leaves no session"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn thirty_two_concurrent_sessions_against_eight_warm_servers() {
+    let dir = events_dir();
+    let mut options = sessions_stack(&dir, 8);
+    // Room for the 8 warm servers and 8 cold starts; the rest must get an honest 420.
+    options.ecs_capacity = Some(16);
+    let t = TestStack::start_with(options).await;
+    let launched = t.stack.sweep().await.launched;
+    assert_eq!(launched.len(), 8);
+    for server in &launched {
+        wait_for(&dir, server, "identified").await;
+    }
+    let warm: BTreeSet<String> = launched.iter().cloned().collect();
+
+    let answers = futures_util::future::join_all((0..32).map(|_| {
+        post_session(
+            &t,
+            json!({ "image": GAME, "location": "local", "env": { "MAP": "x" } }),
+        )
+    }))
+    .await;
+    let mut warm_ids = BTreeSet::new();
+    let (mut cold, mut refused) = (0, 0);
+    for (status, body) in &answers {
+        match status {
+            201 => {
+                let id = body["id"].as_str().unwrap().to_string();
+                if warm.contains(&id) {
+                    assert!(
+                        warm_ids.insert(id),
+                        "a warm server allocated twice: {answers:?}"
+                    );
+                } else {
+                    cold += 1;
+                }
+            }
+            420 => refused += 1,
+            other => panic!("unexpected {other}: {body}"),
+        }
+    }
+    assert_eq!(warm_ids, warm, "all 8 warm servers allocated, each once");
+    assert_eq!(cold + refused, 24, "the rest are cold starts or 420");
+    // Each warm server was told its own session, exactly once.
+    for server in &warm {
+        wait_for(&dir, server, &format!("session {server}")).await;
+        assert_eq!(events(&dir, server).matches("session ").count(), 1);
+    }
+    // The warm path's address reaches the server.
+    let (_, one) = answers
+        .iter()
+        .find(|(s, b)| *s == 201 && warm.contains(b["id"].as_str().unwrap()))
+        .unwrap();
+    let host = one["host"].as_str().expect("a warm server's address");
+    assert_eq!(
+        udp_ping(host, 7777).await,
+        format!("pong {}", one["id"].as_str().unwrap())
+    );
+    let (_, listed) = t.call("GET", "/session", None, Some(OPERATOR_KEY)).await;
+    assert_eq!(listed["sessions"].as_array().unwrap().len(), 8 + cold);
+}
