@@ -133,6 +133,163 @@ fn secrets_reach_only_the_functions_that_use_them() {
     }
 }
 
+fn local_iam(
+    template: &Template,
+) -> Result<switchboard_local::Iam, switchboard_local::template::TemplateError> {
+    switchboard_local::Iam::from_template(
+        template,
+        switchboard_local::iam::LocalNames {
+            table_prefix: String::new(),
+            cluster: "cluster".into(),
+            task_definition: "sfu".into(),
+            ws_api_id: "api".into(),
+            ws_stage: "stage".into(),
+        },
+        true,
+    )
+}
+
+/// Each function's policy grants exactly the DynamoDB actions its code calls (through the
+/// Store methods it reaches, including a 410's cleanup after a gone socket), on exactly its
+/// tables and indexes; a change here is deliberate.
+#[test]
+fn each_functions_policy_grants_exactly_what_it_calls() {
+    let iam = local_iam(&template()).expect("the template's policies are checkable locally");
+    let table = |t: &str| format!("arn:aws:dynamodb:us-east-1:000000000000:table/{t}");
+    let post = "execute-api:ManageConnections arn:aws:execute-api:us-east-1:000000000000:api/stage/POST/@connections/*".to_string();
+    let grants = |rows: &[(&str, &[&str])]| -> Vec<String> {
+        let mut lines: Vec<String> = rows
+            .iter()
+            .flat_map(|(resource, actions)| {
+                let arn = match resource.split_once('/') {
+                    Some((t, index)) => format!("{}/index/{index}", table(t)),
+                    None => table(resource),
+                };
+                actions.iter().map(move |a| format!("dynamodb:{a} {arn}"))
+            })
+            .collect();
+        lines.sort();
+        lines
+    };
+    // What signaling::send needs when a post is answered 410: the target's connection and
+    // membership go, and a serving peer's room (SFU: with its path; host: its registration).
+    let with_cleanup = |own: &[(&str, &[&str])]| -> Vec<String> {
+        let mut lines = grants(own);
+        lines.extend(grants(&[
+            ("ConnectionsTable", &["DeleteItem"]),
+            ("MembersTable", &["DeleteItem"]),
+            ("RoomsTable", &["GetItem", "UpdateItem", "DeleteItem"]),
+            ("PathsTable", &["DeleteItem"]),
+            ("HostsTable", &["DeleteItem"]),
+        ]));
+        lines.push(post.clone());
+        lines.sort();
+        lines.dedup();
+        lines
+    };
+    let expected: Vec<(&str, Vec<String>)> = vec![
+        (
+            "GetRoomIdFunction",
+            grants(&[("PathsTable", &["GetItem"]), ("RoomsTable", &["GetItem"])]),
+        ),
+        (
+            "ClaimRoomFunction",
+            grants(&[
+                ("PathsTable", &["GetItem", "PutItem"]),
+                ("RoomsTable", &["GetItem", "UpdateItem"]),
+                ("RoomsTable/WarmPool", &["Query"]),
+            ]),
+        ),
+        ("CreateRoomFunction", {
+            let mut lines = grants(&[("RoomsTable", &["PutItem", "UpdateItem", "DeleteItem"])]);
+            lines.push("ecs:RunTask arn:aws:ecs:us-east-1:000000000000:task-definition/sfu:1 if ecs:cluster ArnEquals [\"arn:aws:ecs:us-east-1:000000000000:cluster/cluster\"]".into());
+            for role in ["SfuExecutionRole", "SfuTaskRole"] {
+                lines.push(format!("iam:PassRole arn:aws:iam::000000000000:role/{role} if iam:PassedToService StringEquals [\"ecs-tasks.amazonaws.com\"]"));
+            }
+            lines.sort();
+            lines
+        }),
+        (
+            "HeartbeatFunction",
+            grants(&[
+                ("RoomsTable", &["PutItem", "UpdateItem"]),
+                ("HostsTable", &["UpdateItem"]),
+            ]),
+        ),
+        ("StatusFunction", grants(&[("HostsTable", &["UpdateItem"])])),
+        (
+            "FindMatchFunction",
+            grants(&[
+                ("HostsTable/IdleHosts", &["Query"]),
+                ("HostsTable", &["UpdateItem"]),
+            ]),
+        ),
+        (
+            "ConnectFunction",
+            grants(&[("ConnectionsTable", &["PutItem"])]),
+        ),
+        (
+            "IdentifyFunction",
+            with_cleanup(&[
+                ("ConnectionsTable", &["GetItem", "UpdateItem"]),
+                ("MembersTable", &["PutItem"]),
+                ("RoomsTable", &["GetItem", "UpdateItem"]),
+                ("PathsTable", &["UpdateItem"]),
+            ]),
+        ),
+        (
+            "HandshakeFunction",
+            with_cleanup(&[
+                ("ConnectionsTable", &["GetItem"]),
+                ("MembersTable", &["GetItem"]),
+                ("RoomsTable", &["GetItem"]),
+            ]),
+        ),
+        (
+            "DisconnectFunction",
+            with_cleanup(&[("MembersTable", &["Query"])]),
+        ),
+        ("DefaultFunction", with_cleanup(&[])),
+    ];
+    let mut functions: Vec<&str> = expected.iter().map(|(f, _)| *f).collect();
+    functions.sort();
+    assert_eq!(
+        iam.functions(),
+        functions,
+        "every function's policy is pinned"
+    );
+    for (function, lines) in expected {
+        assert_eq!(iam.granted(function), lines, "{function}'s grants");
+    }
+}
+
+#[test]
+fn the_template_uses_no_sam_policy_templates_and_the_partition_in_every_arn() {
+    let raw = std::fs::read_to_string(workspace_root().join("template.yaml")).unwrap();
+    assert!(!raw.contains("arn:aws:"), "ARNs use ${{AWS::Partition}}");
+    for sam_policy in [
+        "DynamoDBCrudPolicy",
+        "DynamoDBReadPolicy",
+        "DynamoDBWritePolicy",
+    ] {
+        assert!(!raw.contains(sam_policy), "no {sam_policy}");
+    }
+    // A template that grants through a SAM policy template is refused, with a reason.
+    let widened = raw.replacen(
+        "      Policies:\n",
+        "      Policies:\n        - DynamoDBCrudPolicy:\n            TableName: !Ref RoomsTable\n",
+        1,
+    );
+    let error = local_iam(&Template::parse(&widened).unwrap())
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(
+        error.contains("DynamoDBCrudPolicy is a SAM policy template"),
+        "{error}"
+    );
+}
+
 struct Running {
     child: std::process::Child,
     lines: std::sync::mpsc::Receiver<String>,
