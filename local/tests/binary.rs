@@ -290,6 +290,41 @@ fn the_template_uses_no_sam_policy_templates_and_the_partition_in_every_arn() {
     );
 }
 
+/// DynamoDB Local's bundled log4j-core (2.8) has the JNDI lookup of Log4Shell; the install
+/// removes that class, also from a cache installed before it did.
+#[test]
+fn dynamodb_local_is_installed_without_the_jndi_lookup() {
+    use switchboard_local::dynamodb;
+    let jar_dir = dynamodb::ensure_installed(&dynamodb::cache_dir()).expect("installed");
+    let jars: Vec<std::path::PathBuf> = std::fs::read_dir(jar_dir.join("DynamoDBLocal_lib"))
+        .expect("DynamoDBLocal_lib")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("log4j-core-") && n.ends_with(".jar"))
+        })
+        .collect();
+    assert!(!jars.is_empty(), "DynamoDB Local bundles log4j-core");
+    // Entry names are stored uncompressed in a zip's headers.
+    let entry = b"org/apache/logging/log4j/core/lookup/JndiLookup.class";
+    for jar in jars {
+        let bytes = std::fs::read(&jar).unwrap();
+        assert!(
+            !bytes.windows(entry.len()).any(|w| w == entry),
+            "{} still has JndiLookup.class",
+            jar.display()
+        );
+        assert!(
+            bytes
+                .windows(b"org/apache/logging/log4j/core/Logger.class".len())
+                .any(|w| w == b"org/apache/logging/log4j/core/Logger.class"),
+            "the rest of {} is intact",
+            jar.display()
+        );
+    }
+}
+
 struct Running {
     child: std::process::Child,
     lines: std::sync::mpsc::Receiver<String>,
