@@ -177,11 +177,13 @@ impl WsState {
                 let Ok(value) = value.to_str() else { continue };
                 let name = canonical_header(name.as_str());
                 headers.insert(name.clone(), json!(value));
-                multi_headers
+                if let Some(values) = multi_headers
                     .entry(name)
                     .or_insert_with(|| json!([]))
                     .as_array_mut()
-                    .map(|values| values.push(json!(value)));
+                {
+                    values.push(json!(value));
+                }
             }
             for (name, value) in [
                 ("X-Forwarded-For", socket.source_ip.clone()),
@@ -207,11 +209,13 @@ impl WsState {
                 for (name, value) in &request.query {
                     // API Gateway's single-value map keeps the last value.
                     single.insert(name.clone(), json!(value));
-                    multi
+                    if let Some(values) = multi
                         .entry(name.clone())
                         .or_insert_with(|| json!([]))
                         .as_array_mut()
-                        .map(|values| values.push(json!(value)));
+                    {
+                        values.push(json!(value));
+                    }
                 }
                 event["queryStringParameters"] = Value::Object(single);
                 event["multiValueQueryStringParameters"] = Value::Object(multi);
