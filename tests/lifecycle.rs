@@ -308,10 +308,9 @@ async fn a_restart_leaves_no_task_without_a_record_and_no_record_without_a_task(
     ];
     expected.sort();
     assert_eq!(ended, expected, "every record without a task is ended");
-    assert_eq!(
-        report.orphans_stopped,
-        [orphan_arn],
-        "every task without a record is stopped"
+    assert!(
+        report.orphans_stopped.contains(&orphan_arn),
+        "every task without a record is stopped: {report:?}"
     );
     assert!(
         t.store().servers(SFU_APP, 100).await.unwrap().is_empty(),
@@ -475,6 +474,16 @@ async fn an_exhausted_capacity_fails_quietly_and_the_pool_fills_later() {
     assert!(claimable(&t, &mut sfus, &mut known).await >= 1);
 }
 
+/// The `@connections` management API, signed with the stack's own credentials.
+async fn management_api(t: &TestStack) -> aws_sdk_apigatewaymanagement::Client {
+    let sdk = switchboard_local::local_sdk_config().await;
+    aws_sdk_apigatewaymanagement::Client::from_conf(
+        aws_sdk_apigatewaymanagement::config::Builder::from(&sdk)
+            .endpoint_url(t.stack.ws_url.replacen("ws://", "http://", 1))
+            .build(),
+    )
+}
+
 /// Lines of the example server's events file for `room`.
 fn count(dir: &Path, room: &str, what: &str) -> usize {
     events(dir, room).lines().filter(|l| *l == what).count()
@@ -535,13 +544,13 @@ async fn a_real_sfu_process_fills_the_pool_and_keeps_its_room_across_a_lost_sock
         .unwrap()
         .serving_connection
         .unwrap();
-    let management = t.stack.ws_url.replacen("ws://", "http://", 1);
-    let dropped = reqwest::Client::new()
-        .delete(format!("{management}/@connections/{serving}"))
+    let management = management_api(&t).await;
+    management
+        .delete_connection()
+        .connection_id(&serving)
         .send()
         .await
-        .unwrap();
-    assert_eq!(dropped.status().as_u16(), 204);
+        .expect("the gateway drops the socket");
     wait_for_count(&dir, &room, "identified", 2).await;
     alice.expect_silence(QUIET).await;
     alice.send("handshake", offer).await;
@@ -568,11 +577,12 @@ async fn a_real_sfu_process_fills_the_pool_and_keeps_its_room_across_a_lost_sock
         .unwrap()
         .serving_connection
         .unwrap();
-    reqwest::Client::new()
-        .delete(format!("{management}/@connections/{serving}"))
+    management
+        .delete_connection()
+        .connection_id(&serving)
         .send()
         .await
-        .unwrap();
+        .expect("the gateway drops the socket");
     tokio::time::sleep(QUIET).await;
     t.clock.advance(31);
     let report = t.stack.sweep().await;

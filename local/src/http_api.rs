@@ -21,7 +21,7 @@ pub const CORS_METHODS: &str = "GET,PUT,POST,PATCH,DELETE,OPTIONS";
 pub const CORS_HEADERS: &str = "authorization,content-type";
 
 pub struct HttpState {
-    pub deps: Deps,
+    pub functions: std::sync::Arc<crate::Functions>,
     pub routes: Vec<HttpRoute>,
     pub allowed_origins: Vec<String>,
     pub pages: Option<crate::pages::Pages>,
@@ -118,7 +118,10 @@ pub async fn serve(
             Some((route, parameters)) => {
                 let event = event_for(route, &parameters, &method, &uri, &headers, &body, peer);
                 match event {
-                    Ok(event) => match invoke(&route.function, &state.deps, event).await {
+                    Ok(event) => match match state.functions.deps(&route.function) {
+                        Some(deps) => invoke(&route.function, deps, event).await,
+                        None => None,
+                    } {
                         Some(reply) => to_response(reply),
                         None => {
                             json_error(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error")

@@ -4,6 +4,7 @@
 pub mod dynamodb;
 mod ecs;
 mod http_api;
+pub mod iam;
 mod pages;
 pub mod template;
 mod ws_api;
@@ -12,6 +13,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use aws_config::{BehaviorVersion, Region};
 use axum::Router;
@@ -23,8 +25,9 @@ use tokio::task::JoinHandle;
 
 pub use ecs::TaskRecord;
 pub use http_api::{CORS_HEADERS, CORS_METHODS};
+pub use iam::{ADMIN_ACCESS_KEY, Iam};
 pub use template::{HttpRoute, Template, WsRoute};
-pub use ws_api::STAGE;
+pub use ws_api::{MAX_WS_FRAME_BYTES, MAX_WS_MESSAGE_BYTES, STAGE};
 
 pub const DEFAULT_CLUSTER: &str = "switchboard-local";
 pub const DEFAULT_TASK_DEFINITION: &str = "switchboard-sfu";
@@ -75,7 +78,20 @@ pub struct StackOptions {
     pub sweep_interval: Option<std::time::Duration>,
     /// How long StopTask (and stopping the stack) waits after SIGTERM before SIGKILL.
     pub task_stop_timeout: std::time::Duration,
+    /// Each WebSocket frame's dispatch first sleeps a random 0..=N ms (0: none). Frames are
+    /// dispatched concurrently either way; the jitter makes races between them likely.
+    pub ws_frame_jitter_ms: u64,
+    /// API Gateway closes a socket idle this long (no inbound frame) with 1001.
+    pub ws_idle_timeout: Duration,
+    /// API Gateway closes every socket this long after it connected with 1001.
+    pub ws_max_connection: Duration,
+    /// Each function's AWS calls are checked against its policies in the template.
+    pub enforce_iam: bool,
+    /// Sees every event the WebSocket gateway sends a function, as JSON.
+    pub ws_event_tap: Option<EventTap>,
 }
+
+pub type EventTap = tokio::sync::mpsc::UnboundedSender<serde_json::Value>;
 
 /// A RunTask observed before it is answered: its container environment, and the sender to
 /// release the reply.
@@ -102,7 +118,34 @@ impl StackOptions {
             launch_gate: None,
             sweep_interval: None,
             task_stop_timeout: std::time::Duration::from_secs(10),
+            ws_frame_jitter_ms: 0,
+            ws_idle_timeout: Duration::from_secs(DEFAULT_WS_IDLE_TIMEOUT_SECONDS),
+            ws_max_connection: Duration::from_secs(DEFAULT_WS_MAX_CONNECTION_SECONDS),
+            enforce_iam: true,
+            ws_event_tap: None,
         }
+    }
+}
+
+/// API Gateway's WebSocket idle timeout and maximum connection duration.
+pub const DEFAULT_WS_IDLE_TIMEOUT_SECONDS: u64 = 600;
+pub const DEFAULT_WS_MAX_CONNECTION_SECONDS: u64 = 7200;
+
+/// Each function's `Deps`, by the binary that runs it: its own credentials (access key id =
+/// its logical id in template.yaml), as each Lambda has its own role.
+pub struct Functions {
+    by_binary: HashMap<String, Deps>,
+    logical_ids: HashMap<String, String>,
+}
+
+impl Functions {
+    pub fn deps(&self, binary: &str) -> Option<&Deps> {
+        self.by_binary.get(binary)
+    }
+
+    /// The Deps of the function with this logical id (e.g. `IdentifyFunction`).
+    pub fn by_logical_id(&self, logical_id: &str) -> Option<&Deps> {
+        self.deps(self.logical_ids.get(logical_id)?)
     }
 }
 
@@ -110,7 +153,12 @@ pub struct Stack {
     pub http_url: String,
     pub ws_url: String,
     pub ecs_url: String,
+    /// The DynamoDB endpoint the functions use: a proxy that checks IAM.
+    pub dynamodb_url: String,
+    /// Unchecked admin access (tests inspect tables with it); no function uses it.
     pub deps: Deps,
+    functions: Arc<Functions>,
+    iam: Arc<Iam>,
     ecs: Arc<ecs::EcsState>,
     ws: Arc<ws_api::WsState>,
     servers: Vec<JoinHandle<()>>,
@@ -140,12 +188,19 @@ fn serve(listener: TcpListener, app: Router) -> JoinHandle<()> {
     })
 }
 
-/// Credentials and region for talking to local endpoints only.
+/// The stack's admin credentials and region, for talking to local endpoints only: never
+/// checked against IAM.
 pub async fn local_sdk_config() -> aws_config::SdkConfig {
+    sdk_config_for(ADMIN_ACCESS_KEY).await
+}
+
+/// Credentials whose access key id is `principal` (a function's logical id): the local
+/// endpoints judge its calls by that function's policies.
+pub async fn sdk_config_for(principal: &str) -> aws_config::SdkConfig {
     aws_config::defaults(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
+        .region(Region::new(iam::REGION))
         .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
-            "local",
+            principal,
             "local",
             None,
             None,
@@ -160,6 +215,7 @@ impl Stack {
         let template = Template::load(&options.template)?;
         let http_routes = template.http_routes()?;
         let ws_routes = template.ws_routes()?;
+        let route_selection = template.ws_route_selection()?;
         for route in &http_routes {
             if !http_api::known_function(&route.function) {
                 return Err(StackError::UnknownFunction(
@@ -180,6 +236,8 @@ impl Stack {
         let (http_listener, http_port) = listen(options.http_port).await?;
         let (ws_listener, ws_port) = listen(options.ws_port).await?;
         let (ecs_listener, ecs_port) = listen(options.ecs_port).await?;
+        let (dynamodb_listener, dynamodb_port) = listen(0).await?;
+        let dynamodb_url = format!("http://127.0.0.1:{dynamodb_port}");
         let http_url = format!("http://127.0.0.1:{http_port}");
         let ws_url = format!("ws://127.0.0.1:{ws_port}");
         let ecs_url = format!("http://127.0.0.1:{ecs_port}");
@@ -230,14 +288,48 @@ impl Stack {
             });
         let config = Config::from_vars(&vars)?;
 
-        let sdk = local_sdk_config().await;
-        let endpoints = Endpoints {
+        let iam = Arc::new(Iam::from_template(
+            &template,
+            iam::LocalNames {
+                table_prefix: options.table_prefix.clone(),
+                cluster: options.ecs_cluster.clone(),
+                task_definition: options.ecs_task_definition.clone(),
+                ws_api_id: ws_api::API_ID.into(),
+                ws_stage: STAGE.into(),
+            },
+            options.enforce_iam,
+        )?);
+
+        let management = Some(format!("http://127.0.0.1:{ws_port}"));
+        let admin = Endpoints {
             dynamodb: Some(options.dynamodb_endpoint.clone()),
             ecs: Some(ecs_url.clone()),
-            management: Some(format!("http://127.0.0.1:{ws_port}")),
+            management: management.clone(),
+        };
+        let checked = Endpoints {
+            dynamodb: Some(dynamodb_url.clone()),
+            ecs: Some(ecs_url.clone()),
+            management,
         };
         let allowed_origins = config.allowed_origins.clone();
-        let deps = Deps::new(config, options.clock.clone(), &sdk, endpoints);
+        let mut by_binary = HashMap::new();
+        let mut logical_ids = HashMap::new();
+        for (logical_id, binary) in template.functions()? {
+            let sdk = sdk_config_for(&logical_id).await;
+            let deps = Deps::new(config.clone(), options.clock.clone(), &sdk, checked.clone());
+            by_binary.insert(binary.clone(), deps);
+            logical_ids.insert(logical_id, binary);
+        }
+        let functions = Arc::new(Functions {
+            by_binary,
+            logical_ids,
+        });
+        let deps = Deps::new(
+            config,
+            options.clock.clone(),
+            &local_sdk_config().await,
+            admin,
+        );
         template
             .create_tables(deps.store.client(), &options.table_prefix)
             .await?;
@@ -259,13 +351,20 @@ impl Stack {
                 .collect(),
         );
         let ws = Arc::new(ws_api::WsState::new(
-            deps.clone(),
+            functions.clone(),
             &ws_routes,
+            route_selection,
             format!("127.0.0.1:{ws_port}"),
-            options.deliver_disconnect,
+            ws_api::WsSettings {
+                frame_jitter_ms: options.ws_frame_jitter_ms,
+                idle_timeout: options.ws_idle_timeout,
+                max_connection: options.ws_max_connection,
+                deliver_disconnect: options.deliver_disconnect,
+                event_tap: options.ws_event_tap.clone(),
+            },
         ));
         let http = Arc::new(http_api::HttpState {
-            deps: deps.clone(),
+            functions: functions.clone(),
             routes: http_routes,
             allowed_origins,
             pages: options
@@ -277,26 +376,47 @@ impl Stack {
         let http_app = Router::new().fallback(http_api::serve).with_state(http);
         let connections = get(ws_api::get_connection)
             .post(ws_api::post_to_connection)
-            .delete(ws_api::delete_connection);
+            .delete(ws_api::delete_connection)
+            .layer(axum::middleware::from_fn_with_state(
+                iam.clone(),
+                iam::connections_guard,
+            ));
         let ws_app = Router::new()
             .route("/", get(ws_api::upgrade))
             .route("/{stage}", get(ws_api::upgrade))
             .route("/@connections/{id}", connections.clone())
             .route("/{stage}/@connections/{id}", connections)
             .with_state(ws.clone());
+        // Every ECS request is judged by who signed it before the endpoint sees it.
         let ecs_app = Router::new()
             .route("/", post(ecs::endpoint))
             .fallback(any(ecs::endpoint))
-            .with_state(ecs.clone());
+            .with_state(ecs.clone())
+            .layer(axum::middleware::from_fn_with_state(
+                iam.clone(),
+                iam::ecs_guard,
+            ));
+        let dynamodb_app = Router::new()
+            .fallback(iam::dynamodb_proxy)
+            .with_state(Arc::new(iam::DynamoProxy {
+                iam: iam.clone(),
+                upstream: options.dynamodb_endpoint.trim_end_matches('/').to_string(),
+                client: reqwest::Client::new(),
+            }));
 
         let mut servers = vec![
             serve(http_listener, http_app),
             serve(ws_listener, ws_app),
             serve(ecs_listener, ecs_app),
+            serve(dynamodb_listener, dynamodb_app),
         ];
         if let Some(interval) = options.sweep_interval {
             // As EventBridge invokes the sweeper: on a schedule, whatever the last run did.
-            let deps = deps.clone();
+            let deps = functions
+                .by_binary
+                .get("sweeper")
+                .cloned()
+                .unwrap_or_else(|| deps.clone());
             servers.push(tokio::spawn(async move {
                 let mut ticks = tokio::time::interval(interval);
                 ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -310,16 +430,36 @@ impl Stack {
             http_url,
             ws_url,
             ecs_url,
+            dynamodb_url,
             deps,
+            functions,
+            iam,
             ecs,
             ws,
             servers,
         })
     }
 
-    /// Runs the sweeper once, as its schedule would.
+    /// Runs the sweeper once, as its schedule would (with the sweeper's own credentials).
     pub async fn sweep(&self) -> switchboard::lifecycle::SweepReport {
-        sweeper::handler(&self.deps, serde_json::json!({})).await
+        sweeper::handler(self.sweeper_deps(), serde_json::json!({})).await
+    }
+
+    fn sweeper_deps(&self) -> &Deps {
+        self.functions
+            .by_binary
+            .get("sweeper")
+            .unwrap_or(&self.deps)
+    }
+
+    /// A function's own Deps (its credentials, checked against its policies), by logical id.
+    pub fn function_deps(&self, logical_id: &str) -> Option<Deps> {
+        self.functions.by_logical_id(logical_id).cloned()
+    }
+
+    /// The policies the stack enforces.
+    pub fn iam(&self) -> &Iam {
+        &self.iam
     }
 
     /// The tasks the ECS endpoint has started, with their container environment.

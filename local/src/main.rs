@@ -11,7 +11,8 @@ use tokio::signal::unix::{SignalKind, signal};
 
 const USAGE: &str = "usage: switchboard-local [--http-port N] [--ws-port N] [--ecs-port N] \
 [--dynamodb-endpoint URL] [--task-command CMD] [--ecs-capacity N] [--sweep-interval-seconds N] \
-[--task-stop-timeout-seconds N] [--template PATH] [--table-prefix P]";
+[--task-stop-timeout-seconds N] [--template PATH] [--table-prefix P] \
+[--ws-idle-timeout-seconds N] [--ws-max-connection-seconds N] [--ws-frame-jitter-ms N] [--no-iam]";
 
 struct Args {
     http_port: u16,
@@ -24,6 +25,10 @@ struct Args {
     task_stop_timeout_seconds: u64,
     template: Option<PathBuf>,
     table_prefix: String,
+    ws_idle_timeout_seconds: u64,
+    ws_max_connection_seconds: u64,
+    ws_frame_jitter_ms: u64,
+    enforce_iam: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -38,15 +43,30 @@ fn parse_args() -> Result<Args, String> {
         task_stop_timeout_seconds: 10,
         template: None,
         table_prefix: String::new(),
+        ws_idle_timeout_seconds: switchboard_local::DEFAULT_WS_IDLE_TIMEOUT_SECONDS,
+        ws_max_connection_seconds: switchboard_local::DEFAULT_WS_MAX_CONNECTION_SECONDS,
+        ws_frame_jitter_ms: 0,
+        enforce_iam: true,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         if flag == "--help" || flag == "-h" {
             return Err(USAGE.to_string());
         }
+        if flag == "--no-iam" {
+            // Only for finding out whether a failure is an IAM one: deployed, IAM holds.
+            args.enforce_iam = false;
+            continue;
+        }
         let value = it
             .next()
             .ok_or_else(|| format!("{flag} needs a value\n{USAGE}"))?;
+        let number = |v: &str| {
+            v.parse::<u64>()
+                .ok()
+                .filter(|n| *n > 0 || flag == "--ws-frame-jitter-ms")
+                .ok_or_else(|| format!("{flag}: {v:?} is not a positive number"))
+        };
         let port = |v: &str| {
             v.parse::<u16>()
                 .map_err(|_| format!("{flag}: {v:?} is not a port"))
@@ -77,6 +97,9 @@ fn parse_args() -> Result<Args, String> {
             }
             "--template" => args.template = Some(PathBuf::from(value)),
             "--table-prefix" => args.table_prefix = value,
+            "--ws-idle-timeout-seconds" => args.ws_idle_timeout_seconds = number(&value)?,
+            "--ws-max-connection-seconds" => args.ws_max_connection_seconds = number(&value)?,
+            "--ws-frame-jitter-ms" => args.ws_frame_jitter_ms = number(&value)?,
             other => return Err(format!("unknown flag {other}\n{USAGE}")),
         }
     }
@@ -158,6 +181,10 @@ async fn run(args: Args) -> Result<(), String> {
     options.task_stop_timeout = std::time::Duration::from_secs(args.task_stop_timeout_seconds);
     options.table_prefix = args.table_prefix;
     options.sweep_interval = Some(std::time::Duration::from_secs(args.sweep_interval_seconds));
+    options.ws_idle_timeout = std::time::Duration::from_secs(args.ws_idle_timeout_seconds);
+    options.ws_max_connection = std::time::Duration::from_secs(args.ws_max_connection_seconds);
+    options.ws_frame_jitter_ms = args.ws_frame_jitter_ms;
+    options.enforce_iam = args.enforce_iam;
     if let Some(template) = args.template {
         options.template = template;
     }

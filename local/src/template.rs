@@ -86,7 +86,7 @@ impl Template {
             .filter_map(|(k, v)| Some((k.as_str()?, v)))
     }
 
-    fn resources_of<'a>(
+    pub(crate) fn resources_of<'a>(
         &'a self,
         kind: &'a str,
     ) -> impl Iterator<Item = (&'a str, &'a Value)> + 'a {
@@ -94,7 +94,7 @@ impl Template {
             .filter(move |(_, r)| r.get("Type").and_then(Value::as_str) == Some(kind))
     }
 
-    fn resource(&self, logical_id: &str) -> Option<&Value> {
+    pub(crate) fn resource(&self, logical_id: &str) -> Option<&Value> {
         self.resources()
             .find(|(id, _)| *id == logical_id)
             .map(|(_, r)| r)
@@ -114,6 +114,17 @@ impl Template {
                     "function {function_id} has no Metadata.BuildProperties.Binary"
                 ))
             })
+    }
+
+    /// A template parameter's `Default`, as a string.
+    pub fn parameter_default(&self, name: &str) -> Option<String> {
+        let default = self.doc.get("Parameters")?.get(name)?.get("Default")?;
+        match default {
+            Value::String(s) => Some(s.clone()),
+            Value::Number(n) => Some(n.to_string()),
+            Value::Bool(b) => Some(b.to_string()),
+            _ => None,
+        }
     }
 
     /// Functions invoked on a schedule: (binary, schedule expression), as EventBridge runs them.
@@ -209,6 +220,44 @@ impl Template {
         }
         routes.sort();
         Ok(routes)
+    }
+
+    /// Every function: its logical id and the binary it builds.
+    pub fn functions(&self) -> Result<Vec<(String, String)>, TemplateError> {
+        let mut functions = Vec::new();
+        for (id, _) in self.resources_of("AWS::Serverless::Function") {
+            functions.push((id.to_string(), self.binary_of(id)?));
+        }
+        functions.sort();
+        Ok(functions)
+    }
+
+    /// The WebSocket API's `RouteSelectionExpression` as a path into the frame's JSON body:
+    /// `$request.body.action` is `["action"]`. Other kinds of expression (headers, context)
+    /// are not served locally and are refused.
+    pub fn ws_route_selection(&self) -> Result<Vec<String>, TemplateError> {
+        let apis: Vec<_> = self
+            .resources_of("AWS::ApiGatewayV2::Api")
+            .filter(|(_, api)| {
+                api.get("Properties")
+                    .and_then(|p| p.get("ProtocolType"))
+                    .and_then(Value::as_str)
+                    == Some("WEBSOCKET")
+            })
+            .collect();
+        let [(id, api)] = apis.as_slice() else {
+            return Err(shape(format!(
+                "expected one WebSocket API (AWS::ApiGatewayV2::Api, ProtocolType WEBSOCKET), found {}",
+                apis.len()
+            )));
+        };
+        let expression = api
+            .get("Properties")
+            .and_then(|p| p.get("RouteSelectionExpression"))
+            .and_then(text)
+            .ok_or_else(|| shape(format!("{id}: no RouteSelectionExpression")))?;
+        parse_route_selection(expression)
+            .ok_or_else(|| shape(format!("{id}: RouteSelectionExpression {expression:?} is not of the form $request.body.<field>[.<field>...]")))
     }
 
     /// The environment variable names a function gets: Globals merged with its own.
@@ -339,6 +388,20 @@ impl Template {
         }
         Ok(())
     }
+}
+
+/// `$request.body.a.b` → `["a", "b"]`.
+pub fn parse_route_selection(expression: &str) -> Option<Vec<String>> {
+    let path = expression.trim().strip_prefix("$request.body.")?;
+    let fields: Vec<String> = path.split('.').map(String::from).collect();
+    fields
+        .iter()
+        .all(|f| {
+            !f.is_empty()
+                && f.chars()
+                    .all(|c| c.is_alphanumeric() || c == '_' || c == '-')
+        })
+        .then_some(fields)
 }
 
 fn attribute_definitions(

@@ -1,19 +1,25 @@
 //! The WebSocket API as API Gateway serves it: `$connect` decides whether a socket opens,
-//! each text frame is routed by `$request.body.action` (else `$default`) to its function
-//! with a full WebSocket proxy event, a closed socket gets `$disconnect`, and the
+//! each frame is routed by the template's `RouteSelectionExpression` (else `$default`) to its
+//! function with a full WebSocket proxy event, a closed socket gets `$disconnect`, and the
 //! `@connections/{id}` management API (POST, GET, DELETE) reaches the sockets, answering
 //! 410 `GoneException` for a closed one.
+//!
+//! As strict as API Gateway: the frames of one socket are dispatched concurrently (one
+//! invocation each, no ordering between them), frames over 32 KB or messages over 128 KB close
+//! the socket with 1009, and idle sockets and sockets past the maximum connection time are
+//! closed with 1001 ("Going away").
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
 use aws_smithy_types::DateTime;
 use aws_smithy_types::date_time::Format;
 use axum::body::Bytes;
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{ConnectInfo, Path, State};
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
@@ -23,9 +29,32 @@ use switchboard::Deps;
 use switchboard::signaling::MAX_FRAME_BYTES;
 use tokio::sync::mpsc;
 
+use crate::Functions;
 use crate::template::WsRoute;
 
 pub const STAGE: &str = "local";
+/// The WebSocket API's id in events and in `execute-api` ARNs.
+pub const API_ID: &str = "local";
+/// API Gateway's limits: one WebSocket frame, and one message (frames joined).
+pub const MAX_WS_FRAME_BYTES: usize = 32 * 1024;
+pub const MAX_WS_MESSAGE_BYTES: usize = 128 * 1024;
+/// Close codes API Gateway uses: message too big, and idle or past the connection limit.
+const CLOSE_TOO_BIG: u16 = 1009;
+const CLOSE_GOING_AWAY: u16 = 1001;
+
+/// How the gateway treats sockets (StackOptions carries these).
+#[derive(Clone, Debug)]
+pub struct WsSettings {
+    /// Each frame's dispatch first sleeps a random 0..=N ms (makes races likely in tests).
+    pub frame_jitter_ms: u64,
+    pub idle_timeout: Duration,
+    pub max_connection: Duration,
+    /// API Gateway delivers `$disconnect` on a best-effort basis; tests turn it off to show
+    /// that stale records are still cleaned up.
+    pub deliver_disconnect: bool,
+    /// Sees every event the gateway sends a function (tests).
+    pub event_tap: Option<crate::EventTap>,
+}
 
 struct Socket {
     outbox: mpsc::UnboundedSender<Message>,
@@ -38,26 +67,49 @@ struct Socket {
 }
 
 pub struct WsState {
-    pub deps: Deps,
+    functions: Arc<Functions>,
     routes: HashMap<String, String>,
+    /// `RouteSelectionExpression` `$request.body.a.b` as `["a", "b"]`.
+    route_selection: Vec<String>,
     sockets: Mutex<HashMap<String, Arc<Socket>>>,
     domain: String,
-    /// API Gateway delivers `$disconnect` on a best-effort basis; tests turn it off to show
-    /// that stale records are still cleaned up.
-    deliver_disconnect: bool,
+    settings: WsSettings,
 }
 
 impl WsState {
-    pub fn new(deps: Deps, routes: &[WsRoute], domain: String, deliver_disconnect: bool) -> Self {
+    pub fn new(
+        functions: Arc<Functions>,
+        routes: &[WsRoute],
+        route_selection: Vec<String>,
+        domain: String,
+        settings: WsSettings,
+    ) -> Self {
         Self {
-            deps,
+            functions,
             routes: routes
                 .iter()
                 .map(|r| (r.route_key.clone(), r.function.clone()))
                 .collect(),
+            route_selection,
             sockets: Mutex::default(),
             domain,
-            deliver_disconnect,
+            settings,
+        }
+    }
+
+    /// The route a frame selects: the value at the route selection path when it names a
+    /// route (not a `$` one), else `$default`.
+    fn select_route(&self, text: &str) -> String {
+        let selected = serde_json::from_str::<Value>(text).ok().and_then(|body| {
+            let mut value = &body;
+            for field in &self.route_selection {
+                value = value.get(field)?;
+            }
+            value.as_str().map(String::from)
+        });
+        match selected {
+            Some(route) if !route.starts_with('$') && self.routes.contains_key(&route) => route,
+            _ => "$default".to_string(),
         }
     }
 
@@ -82,6 +134,18 @@ impl WsState {
         socket: &SocketInfo,
         body: Option<&str>,
     ) -> ApiGatewayWebsocketProxyRequest {
+        self.event_with(route_key, event_type, id, socket, body, None)
+    }
+
+    fn event_with(
+        &self,
+        route_key: &str,
+        event_type: &str,
+        id: &str,
+        socket: &SocketInfo,
+        body: Option<&str>,
+        request: Option<&ConnectRequest>,
+    ) -> ApiGatewayWebsocketProxyRequest {
         let now = now_millis();
         let mut event = json!({
             "requestContext": {
@@ -96,7 +160,7 @@ impl WsState {
                 "requestId": uuid::Uuid::new_v4().to_string(),
                 "domainName": self.domain,
                 "connectionId": id,
-                "apiId": "local",
+                "apiId": API_ID,
             },
             "isBase64Encoded": false,
         });
@@ -104,8 +168,61 @@ impl WsState {
             event["body"] = json!(body);
             event["requestContext"]["messageId"] = json!(uuid::Uuid::new_v4().simple().to_string());
         }
-        if event_type == "CONNECT" {
-            event["headers"] = json!({ "Host": self.domain, "User-Agent": socket.user_agent });
+        if let Some(request) = request {
+            // As API Gateway sends `$connect`: the handshake's headers (one value each, and
+            // every value), its query string likewise, plus the headers it adds itself.
+            let mut headers = serde_json::Map::new();
+            let mut multi_headers = serde_json::Map::new();
+            for (name, value) in &request.headers {
+                let Ok(value) = value.to_str() else { continue };
+                let name = canonical_header(name.as_str());
+                headers.insert(name.clone(), json!(value));
+                if let Some(values) = multi_headers
+                    .entry(name)
+                    .or_insert_with(|| json!([]))
+                    .as_array_mut()
+                {
+                    values.push(json!(value));
+                }
+            }
+            for (name, value) in [
+                ("X-Forwarded-For", socket.source_ip.clone()),
+                ("X-Forwarded-Port", request.port.to_string()),
+                ("X-Forwarded-Proto", "http".to_string()),
+                (
+                    "X-Amzn-Trace-Id",
+                    format!(
+                        "Root=1-{:08x}-{}",
+                        now / 1000,
+                        &uuid::Uuid::new_v4().simple().to_string()[..24]
+                    ),
+                ),
+            ] {
+                headers.insert(name.to_string(), json!(value));
+                multi_headers.insert(name.to_string(), json!([value]));
+            }
+            event["headers"] = Value::Object(headers);
+            event["multiValueHeaders"] = Value::Object(multi_headers);
+            if !request.query.is_empty() {
+                let mut single = serde_json::Map::new();
+                let mut multi = serde_json::Map::new();
+                for (name, value) in &request.query {
+                    // API Gateway's single-value map keeps the last value.
+                    single.insert(name.clone(), json!(value));
+                    if let Some(values) = multi
+                        .entry(name.clone())
+                        .or_insert_with(|| json!([]))
+                        .as_array_mut()
+                    {
+                        values.push(json!(value));
+                    }
+                }
+                event["queryStringParameters"] = Value::Object(single);
+                event["multiValueQueryStringParameters"] = Value::Object(multi);
+            }
+        }
+        if let Some(tap) = &self.settings.event_tap {
+            let _ = tap.send(event.clone());
         }
         // Built from JSON as API Gateway sends it; this shape always deserializes.
         serde_json::from_value(event).unwrap_or_default()
@@ -113,16 +230,41 @@ impl WsState {
 
     async fn run(&self, route_key: &str, event: ApiGatewayWebsocketProxyRequest) -> Option<i64> {
         let function = self.routes.get(route_key)?;
-        invoke(function, &self.deps, event)
-            .await
-            .map(|r| r.status_code)
+        let deps = self.functions.deps(function)?;
+        invoke(function, deps, event).await.map(|r| r.status_code)
     }
 }
 
+#[derive(Clone)]
 struct SocketInfo {
     connected_at: i64,
     source_ip: String,
     user_agent: String,
+}
+
+/// What `$connect` sees of the upgrade request.
+struct ConnectRequest {
+    headers: HeaderMap,
+    query: Vec<(String, String)>,
+    port: u16,
+}
+
+/// `sec-websocket-key` → `Sec-WebSocket-Key`, as browsers send them and API Gateway passes
+/// them on.
+fn canonical_header(name: &str) -> String {
+    name.split('-')
+        .map(|part| match part {
+            "websocket" => "WebSocket".to_string(),
+            _ => {
+                let mut chars = part.chars();
+                match chars.next() {
+                    Some(first) => first.to_uppercase().chain(chars).collect(),
+                    None => String::new(),
+                }
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("-")
 }
 
 pub async fn invoke(
@@ -163,6 +305,7 @@ fn new_connection_id() -> String {
 pub async fn upgrade(
     State(state): State<Arc<WsState>>,
     ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    RawQuery(query): RawQuery,
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
@@ -176,7 +319,21 @@ pub async fn upgrade(
             .unwrap_or_default()
             .to_string(),
     };
-    let event = state.event("$connect", "CONNECT", &id, &info, None);
+    let port = state
+        .domain
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(443);
+    let request = ConnectRequest {
+        headers,
+        query: query
+            .as_deref()
+            .and_then(|q| serde_urlencoded::from_str(q).ok())
+            .unwrap_or_default(),
+        port,
+    };
+    let event = state.event_with("$connect", "CONNECT", &id, &info, None, Some(&request));
     match state.run("$connect", event).await {
         Some(200..=299) | None => {}
         Some(status) => {
@@ -185,7 +342,8 @@ pub async fn upgrade(
         }
     }
     upgrade
-        .max_message_size(MAX_FRAME_BYTES * 8)
+        .max_frame_size(MAX_WS_FRAME_BYTES)
+        .max_message_size(MAX_WS_MESSAGE_BYTES)
         .on_upgrade(move |socket| connection(state, socket, id, info))
 }
 
@@ -215,16 +373,37 @@ async fn connection(state: Arc<WsState>, socket: WebSocket, id: String, info: So
         }
     });
 
-    // One connection's frames are handled in order, so a client's identify completes before
-    // its next frame is routed.
+    // API Gateway invokes one Lambda per frame, with no ordering between the frames of one
+    // socket: each frame is dispatched on its own task.
+    let started = tokio::time::Instant::now();
+    let hard_deadline = started + state.settings.max_connection;
+    let mut idle_deadline = started + state.settings.idle_timeout;
+    let close = |code: u16, reason: &'static str| {
+        Message::Close(Some(CloseFrame {
+            code,
+            reason: reason.into(),
+        }))
+    };
     loop {
         let message = tokio::select! {
             next = stream.next() => match next {
                 Some(Ok(message)) => message,
-                _ => break,
+                Some(Err(e)) => {
+                    if too_big(e) {
+                        let _ = registered.outbox.send(close(CLOSE_TOO_BIG, "Message too big"));
+                    }
+                    break;
+                }
+                None => break,
             },
             _ = registered.drop_now.notified() => break,
+            _ = tokio::time::sleep_until(idle_deadline.min(hard_deadline)) => {
+                let _ = registered.outbox.send(close(CLOSE_GOING_AWAY, "Going away"));
+                break;
+            }
         };
+        // Any inbound frame is activity.
+        idle_deadline = tokio::time::Instant::now() + state.settings.idle_timeout;
         registered
             .last_active
             .store(now_millis(), Ordering::Relaxed);
@@ -234,24 +413,25 @@ async fn connection(state: Arc<WsState>, socket: WebSocket, id: String, info: So
             Message::Close(_) => break,
             Message::Ping(_) | Message::Pong(_) => continue,
         };
-        let action = serde_json::from_str::<Value>(&text)
-            .ok()
-            .and_then(|v| v.get("action").and_then(Value::as_str).map(String::from));
-        let route = match action {
-            Some(action) if !action.starts_with('$') && state.routes.contains_key(&action) => {
-                action
+        let state = state.clone();
+        let (id, info, outbox) = (id.clone(), info.clone(), registered.outbox.clone());
+        tokio::spawn(async move {
+            let jitter = state.settings.frame_jitter_ms;
+            if jitter > 0 {
+                let wait = rand::random_range(0..=jitter);
+                tokio::time::sleep(Duration::from_millis(wait)).await;
             }
-            _ => "$default".to_string(),
-        };
-        let event = state.event(&route, "MESSAGE", &id, &info, Some(&text));
-        if state.run(&route, event).await.is_none() {
-            // No route and no $default: API Gateway's own answer.
-            let _ = registered.outbox.send(Message::Text(
-                json!({ "message": "Forbidden", "connectionId": id })
-                    .to_string()
-                    .into(),
-            ));
-        }
+            let route = state.select_route(&text);
+            let event = state.event(&route, "MESSAGE", &id, &info, Some(&text));
+            if state.run(&route, event).await.is_none() {
+                // No route and no $default: API Gateway's own answer.
+                let _ = outbox.send(Message::Text(
+                    json!({ "message": "Forbidden", "connectionId": id })
+                        .to_string()
+                        .into(),
+                ));
+            }
+        });
     }
 
     state
@@ -267,10 +447,19 @@ async fn connection(state: Arc<WsState>, socket: WebSocket, id: String, info: So
     {
         writer.abort();
     }
-    if state.deliver_disconnect {
+    if state.settings.deliver_disconnect {
         let event = state.event("$disconnect", "DISCONNECT", &id, &info, None);
         state.run("$disconnect", event).await;
     }
+}
+
+/// A read error for a frame or message over the limits.
+fn too_big(error: axum::Error) -> bool {
+    let inner = error.into_inner();
+    matches!(
+        inner.downcast_ref::<tungstenite::Error>(),
+        Some(tungstenite::Error::Capacity(_))
+    )
 }
 
 fn gone() -> Response {

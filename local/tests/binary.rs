@@ -157,6 +157,342 @@ fn secrets_reach_only_the_functions_that_use_them() {
     }
 }
 
+fn local_iam(
+    template: &Template,
+) -> Result<switchboard_local::Iam, switchboard_local::template::TemplateError> {
+    switchboard_local::Iam::from_template(
+        template,
+        switchboard_local::iam::LocalNames {
+            table_prefix: String::new(),
+            cluster: "cluster".into(),
+            task_definition: "sfu".into(),
+            ws_api_id: "api".into(),
+            ws_stage: "stage".into(),
+        },
+        true,
+    )
+}
+
+/// Each function's policy grants exactly the DynamoDB actions its code calls (through the
+/// Store methods it reaches, including a 410's cleanup after a gone socket), on exactly its
+/// tables and indexes; a change here is deliberate.
+#[test]
+fn each_functions_policy_grants_exactly_what_it_calls() {
+    let iam = local_iam(&template()).expect("the template's policies are checkable locally");
+    let table = |t: &str| format!("arn:aws:dynamodb:us-east-1:000000000000:table/{t}");
+    let post = "execute-api:ManageConnections arn:aws:execute-api:us-east-1:000000000000:api/stage/POST/@connections/*".to_string();
+    let grants = |rows: &[(&str, &[&str])]| -> Vec<String> {
+        let mut lines: Vec<String> = rows
+            .iter()
+            .flat_map(|(resource, actions)| {
+                let arn = match resource.split_once('/') {
+                    Some((t, index)) => format!("{}/index/{index}", table(t)),
+                    None => table(resource),
+                };
+                actions.iter().map(move |a| format!("dynamodb:{a} {arn}"))
+            })
+            .collect();
+        lines.sort();
+        lines
+    };
+    // What signaling::send needs when a post is answered 410: the target's connection and
+    // membership go (with its room's member count), and a serving peer's room starts its
+    // reconnect grace.
+    let cleanup: &[(&str, &[&str])] = &[
+        ("ConnectionsTable", &["DeleteItem"]),
+        ("MembersTable", &["DeleteItem"]),
+        ("RoomsTable", &["GetItem", "UpdateItem"]),
+    ];
+    let with = |parts: &[&[(&str, &[&str])]], extra: &[String]| -> Vec<String> {
+        let mut lines: Vec<String> = parts.iter().flat_map(|p| grants(p)).collect();
+        lines.extend(extra.iter().cloned());
+        lines.sort();
+        lines.dedup();
+        lines
+    };
+    let with_cleanup = |own: &[(&str, &[&str])]| with(&[own, cleanup], std::slice::from_ref(&post));
+    let sfu_cluster =
+        r#"if ecs:cluster ArnEquals ["arn:aws:ecs:us-east-1:000000000000:cluster/cluster"]"#;
+    let session_cluster =
+        r#"if ecs:cluster ArnLike ["arn:aws:ecs:*:000000000000:cluster/switchboard-*"]"#;
+    let passed = r#"if iam:PassedToService StringEquals ["ecs-tasks.amazonaws.com"]"#;
+    let sfu_tasks = |actions: &[&str]| -> Vec<String> {
+        actions
+            .iter()
+            .map(|a| format!("ecs:{a} * {sfu_cluster}"))
+            .collect()
+    };
+    let session_tasks = |actions: &[&str]| -> Vec<String> {
+        actions
+            .iter()
+            .map(|a| format!("ecs:{a} * {session_cluster}"))
+            .collect()
+    };
+    let sfu_run = || -> Vec<String> {
+        let mut lines = vec![format!(
+            "ecs:RunTask arn:aws:ecs:us-east-1:000000000000:task-definition/sfu:1 {sfu_cluster}"
+        )];
+        for role in ["SfuExecutionRole", "SfuTaskRole"] {
+            lines.push(format!(
+                "iam:PassRole arn:aws:iam::000000000000:role/{role} {passed}"
+            ));
+        }
+        lines
+    };
+    let session_run = || -> Vec<String> {
+        vec![
+            format!(
+                "ecs:RunTask arn:aws:ecs:*:000000000000:task-definition/switchboard-* {session_cluster}"
+            ),
+            format!("iam:PassRole arn:aws:iam::000000000000:role/switchboard-* {passed}"),
+        ]
+    };
+    let cat = |groups: &[Vec<String>]| -> Vec<String> { groups.concat() };
+    // Ending a server: its record, its room's members told, a gone member's records removed.
+    let ending: &[(&str, &[&str])] = &[
+        ("RoomsTable", &["GetItem", "UpdateItem", "DeleteItem"]),
+        ("MembersTable", &["Query", "DeleteItem"]),
+        ("ConnectionsTable", &["DeleteItem"]),
+    ];
+    let expected: Vec<(&str, Vec<String>)> = vec![
+        (
+            "GetRoomIdFunction",
+            grants(&[("PathsTable", &["GetItem"]), ("RoomsTable", &["GetItem"])]),
+        ),
+        (
+            "ClaimRoomFunction",
+            with(
+                &[&[
+                    ("PathsTable", &["GetItem", "PutItem"]),
+                    (
+                        "RoomsTable",
+                        &["GetItem", "PutItem", "UpdateItem", "DeleteItem"],
+                    ),
+                    ("RoomsTable/ReadyRooms", &["Query"]),
+                ]],
+                &cat(&[sfu_run(), sfu_tasks(&["StopTask"])]),
+            ),
+        ),
+        (
+            "CreateRoomFunction",
+            with(
+                &[&[("RoomsTable", &["PutItem", "UpdateItem", "DeleteItem"])]],
+                &cat(&[sfu_run(), sfu_tasks(&["StopTask"])]),
+            ),
+        ),
+        (
+            "DeleteRoomFunction",
+            with(
+                &[ending, &[("PathsTable", &["DeleteItem"])]],
+                &cat(&[vec![post.clone()], sfu_tasks(&["StopTask", "ListTasks"])]),
+            ),
+        ),
+        (
+            "SweeperFunction",
+            with(
+                &[
+                    ending,
+                    &[
+                        ("RoomsTable", &["PutItem"]),
+                        ("RoomsTable/Servers", &["Query"]),
+                        ("PathsTable", &["DeleteItem"]),
+                        ("HostsTable", &["DeleteItem"]),
+                        ("SessionsTable", &["DeleteItem"]),
+                        ("PlayersTable", &["DeleteItem"]),
+                    ],
+                ],
+                &cat(&[
+                    vec![post.clone()],
+                    sfu_run(),
+                    sfu_tasks(&["StopTask", "ListTasks", "DescribeTasks"]),
+                    session_run(),
+                    session_tasks(&["StopTask", "ListTasks", "DescribeTasks"]),
+                ]),
+            ),
+        ),
+        (
+            "HeartbeatFunction",
+            grants(&[
+                ("RoomsTable", &["PutItem", "UpdateItem"]),
+                ("HostsTable", &["UpdateItem"]),
+            ]),
+        ),
+        ("StatusFunction", grants(&[("HostsTable", &["UpdateItem"])])),
+        (
+            "FindMatchFunction",
+            grants(&[
+                ("HostsTable/IdleHosts", &["Query"]),
+                ("HostsTable", &["UpdateItem"]),
+            ]),
+        ),
+        (
+            "ConnectFunction",
+            grants(&[("ConnectionsTable", &["PutItem"])]),
+        ),
+        (
+            "IdentifyFunction",
+            with_cleanup(&[
+                ("ConnectionsTable", &["GetItem", "UpdateItem"]),
+                ("MembersTable", &["GetItem", "PutItem", "Query"]),
+                ("RoomsTable", &["GetItem", "UpdateItem"]),
+                ("PathsTable", &["UpdateItem"]),
+            ]),
+        ),
+        (
+            "HandshakeFunction",
+            with_cleanup(&[
+                ("ConnectionsTable", &["GetItem"]),
+                ("MembersTable", &["GetItem"]),
+                ("RoomsTable", &["GetItem"]),
+            ]),
+        ),
+        (
+            "DisconnectFunction",
+            with_cleanup(&[("MembersTable", &["Query"])]),
+        ),
+        ("DefaultFunction", with_cleanup(&[])),
+        ("AvailableLocationFunction", Vec::new()),
+        (
+            "CreateSessionFunction",
+            with(
+                &[
+                    ending,
+                    &[
+                        (
+                            "SessionsTable",
+                            &["GetItem", "PutItem", "UpdateItem", "DeleteItem"],
+                        ),
+                        ("RoomsTable", &["PutItem"]),
+                        ("RoomsTable/ReadyRooms", &["Query"]),
+                        ("PlayersTable", &["DeleteItem"]),
+                    ],
+                ],
+                &cat(&[
+                    vec![post.clone()],
+                    session_run(),
+                    session_tasks(&["DescribeTasks", "StopTask", "ListTasks"]),
+                ]),
+            ),
+        ),
+        (
+            "ListSessionsFunction",
+            grants(&[("SessionsTable/LiveSessions", &["Query"])]),
+        ),
+        (
+            "GetSessionFunction",
+            with(
+                &[&[
+                    ("SessionsTable", &["GetItem", "UpdateItem"]),
+                    ("RoomsTable", &["GetItem", "UpdateItem"]),
+                ]],
+                &session_tasks(&["DescribeTasks"]),
+            ),
+        ),
+        (
+            "DeleteSessionFunction",
+            with(
+                &[
+                    ending,
+                    &[
+                        ("SessionsTable", &["GetItem", "DeleteItem"]),
+                        ("PlayersTable", &["DeleteItem"]),
+                    ],
+                ],
+                &cat(&[
+                    vec![post.clone()],
+                    session_tasks(&["StopTask", "ListTasks"]),
+                ]),
+            ),
+        ),
+        (
+            "JoinPlayersFunction",
+            grants(&[
+                ("SessionsTable", &["GetItem", "UpdateItem"]),
+                ("PlayersTable", &["PutItem"]),
+            ]),
+        ),
+        (
+            "LeavePlayersFunction",
+            grants(&[
+                ("PlayersTable", &["DeleteItem"]),
+                ("SessionsTable", &["UpdateItem"]),
+            ]),
+        ),
+    ];
+    let mut functions: Vec<&str> = expected.iter().map(|(f, _)| *f).collect();
+    functions.sort();
+    assert_eq!(
+        iam.functions(),
+        functions,
+        "every function's policy is pinned"
+    );
+    for (function, lines) in expected {
+        assert_eq!(iam.granted(function), lines, "{function}'s grants");
+    }
+}
+
+#[test]
+fn the_template_uses_no_sam_policy_templates_and_the_partition_in_every_arn() {
+    let raw = std::fs::read_to_string(workspace_root().join("template.yaml")).unwrap();
+    assert!(!raw.contains("arn:aws:"), "ARNs use ${{AWS::Partition}}");
+    for sam_policy in [
+        "DynamoDBCrudPolicy",
+        "DynamoDBReadPolicy",
+        "DynamoDBWritePolicy",
+    ] {
+        assert!(!raw.contains(sam_policy), "no {sam_policy}");
+    }
+    // A template that grants through a SAM policy template is refused, with a reason.
+    let widened = raw.replacen(
+        "      Policies:\n",
+        "      Policies:\n        - DynamoDBCrudPolicy:\n            TableName: !Ref RoomsTable\n",
+        1,
+    );
+    let error = local_iam(&Template::parse(&widened).unwrap())
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(
+        error.contains("DynamoDBCrudPolicy is a SAM policy template"),
+        "{error}"
+    );
+}
+
+/// DynamoDB Local's bundled log4j-core (2.8) has the JNDI lookup of Log4Shell; the install
+/// removes that class, also from a cache installed before it did.
+#[test]
+fn dynamodb_local_is_installed_without_the_jndi_lookup() {
+    use switchboard_local::dynamodb;
+    let jar_dir = dynamodb::ensure_installed(&dynamodb::cache_dir()).expect("installed");
+    let jars: Vec<std::path::PathBuf> = std::fs::read_dir(jar_dir.join("DynamoDBLocal_lib"))
+        .expect("DynamoDBLocal_lib")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("log4j-core-") && n.ends_with(".jar"))
+        })
+        .collect();
+    assert!(!jars.is_empty(), "DynamoDB Local bundles log4j-core");
+    // Entry names are stored uncompressed in a zip's headers.
+    let entry = b"org/apache/logging/log4j/core/lookup/JndiLookup.class";
+    for jar in jars {
+        let bytes = std::fs::read(&jar).unwrap();
+        assert!(
+            !bytes.windows(entry.len()).any(|w| w == entry),
+            "{} still has JndiLookup.class",
+            jar.display()
+        );
+        assert!(
+            bytes
+                .windows(b"org/apache/logging/log4j/core/Logger.class".len())
+                .any(|w| w == b"org/apache/logging/log4j/core/Logger.class"),
+            "the rest of {} is intact",
+            jar.display()
+        );
+    }
+}
+
 struct Running {
     child: std::process::Child,
     lines: std::sync::mpsc::Receiver<String>,

@@ -103,6 +103,13 @@ impl TestStack {
     }
 
     pub async fn start_with(options: StackOptions) -> Self {
+        // `SWITCHBOARD_TEST_LOG=debug` (an env filter) shows the stack's and handlers' logs.
+        if let Ok(filter) = std::env::var("SWITCHBOARD_TEST_LOG") {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+                .with_test_writer()
+                .try_init();
+        }
         let clock = options.clock.clone();
         let stack = Stack::start(options).await.expect("local stack starts");
         Self {
@@ -318,6 +325,21 @@ impl Peer {
         }
     }
 
+    /// The next JSON frame within `within`, or None (no frame, or the socket closed).
+    pub async fn next_frame(&mut self, within: Duration) -> Option<Value> {
+        use futures_util::StreamExt;
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            match tokio::time::timeout_at(deadline, self.socket.next()).await {
+                Ok(Some(Ok(tokio_tungstenite::tungstenite::Message::Text(text)))) => {
+                    return serde_json::from_str(&text).ok();
+                }
+                Ok(Some(Ok(_))) => continue,
+                _ => return None,
+            }
+        }
+    }
+
     /// Asserts that nothing arrives for `quiet`.
     pub async fn expect_silence(&mut self, quiet: Duration) {
         use futures_util::StreamExt;
@@ -328,6 +350,42 @@ impl Peer {
                 "{} received a frame meant for someone else: {text}",
                 self.name
             );
+        }
+    }
+
+    /// Sends one message as several WebSocket frames (a text frame and continuations).
+    pub async fn send_fragmented(&mut self, parts: &[String]) {
+        use futures_util::SinkExt;
+        use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+        use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+        for (i, part) in parts.iter().enumerate() {
+            let opcode = if i == 0 {
+                OpCode::Data(Data::Text)
+            } else {
+                OpCode::Data(Data::Continue)
+            };
+            let frame = Frame::message(part.clone().into_bytes(), opcode, i + 1 == parts.len());
+            self.socket
+                .send(tokio_tungstenite::tungstenite::Message::Frame(frame))
+                .await
+                .expect("send a frame");
+        }
+    }
+
+    /// Waits up to `within` for the server to close the socket; returns the close code of its
+    /// Close frame (None: closed without one). Text frames on the way are skipped. Panics when
+    /// the socket is still open after `within`.
+    pub async fn closed(&mut self, within: Duration) -> Option<u16> {
+        use futures_util::StreamExt;
+        use tokio_tungstenite::tungstenite::Message;
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            match tokio::time::timeout_at(deadline, self.socket.next()).await {
+                Err(_) => panic!("{}: still open after {within:?}", self.name),
+                Ok(Some(Ok(Message::Close(frame)))) => return frame.map(|f| u16::from(f.code)),
+                Ok(Some(Ok(_))) => continue,
+                Ok(None) | Ok(Some(Err(_))) => return None,
+            }
         }
     }
 

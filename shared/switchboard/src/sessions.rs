@@ -350,9 +350,13 @@ async fn task_address(
         return Ok(None);
     };
     let settings = place.ecs_settings(application, &application.task_definition);
-    let tasks = ecs::describe(deps.ecs_in(&place.region), &settings, &[task_arn.clone()])
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let tasks = ecs::describe(
+        deps.ecs_in(&place.region),
+        &settings,
+        std::slice::from_ref(task_arn),
+    )
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))?;
     Ok(tasks.into_iter().find(|t| t.up).and_then(|t| t.address))
 }
 
