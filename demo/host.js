@@ -19,6 +19,7 @@ let heartbeat = null;
 let status = 'idle';
 let hostIceServers = [];
 const viewers = new Map(); // viewer id → {link, channel, stopStats}
+const early = new Map(); // viewer id → handshake frames that came before its offer
 demo.state.viewers = [];
 
 function settings() {
@@ -77,7 +78,10 @@ async function onHandshake(s, frame) {
   let viewer = viewers.get(id);
   if (!viewer) {
     if (!frame.description) {
-      step('handshake', false, `candidate from unknown viewer ${id}`);
+      // Frames of one socket reach us in no particular order (API Gateway invokes one Lambda
+      // per frame): a candidate may overtake its offer. Keep it for when the offer comes.
+      if (!early.has(id)) early.set(id, []);
+      early.get(id).push(frame);
       return;
     }
     // The host's own ICE servers, with TURN credentials from its latest heartbeat.
@@ -114,6 +118,7 @@ async function onHandshake(s, frame) {
   }
   try {
     await viewer.link.receive(frame);
+    for (const candidate of early.get(id)?.splice(0) ?? []) await viewer.link.receive(candidate);
   } catch (e) {
     step(`viewer ${id}: negotiation`, false, e.message);
   }

@@ -12,6 +12,7 @@ $('#rtc').value = rtc || '{"iceServers":[]}';
 
 let signaling = null;
 const clients = new Map(); // client id → {link, tile, stopStats}
+const early = new Map(); // client id → handshake frames that came before its offer
 demo.state.offers = [];
 demo.state.clients = [];
 
@@ -37,7 +38,10 @@ async function onHandshake(config, frame) {
   let client = clients.get(id);
   if (!client) {
     if (!frame.description) {
-      step('handshake', false, `candidate from unknown client ${id}`);
+      // Frames of one socket reach us in no particular order (API Gateway invokes one Lambda
+      // per frame): a candidate may overtake its offer. Keep it for when the offer comes.
+      if (!early.has(id)) early.set(id, []);
+      early.get(id).push(frame);
       return;
     }
     const link = new PeerLink({ signaling, label: `client ${id}`, type: frame.type, receiver: id, config });
@@ -71,6 +75,7 @@ async function onHandshake(config, frame) {
   }
   try {
     await client.link.receive(frame);
+    for (const candidate of early.get(id)?.splice(0) ?? []) await client.link.receive(candidate);
   } catch (e) {
     step(`client ${id}: negotiation`, false, e.message);
   }

@@ -5,6 +5,7 @@
 // Runs coturn, target/debug/switchboard-local (with DynamoDB Local) and Debian's Chromium, all
 // on 127.0.0.1. `node --test tests/e2e/` (scripts/e2e.sh installs what is missing first).
 
+import aws4 from 'aws4';
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { mkdirSync, rmSync } from 'node:fs';
@@ -65,16 +66,28 @@ async function http(method, route, { body, key } = {}) {
   return { status: response.status, body: json };
 }
 
-/** The container environment the local ECS endpoint handed the task (DescribeTasks). */
+/** The container environment the local ECS endpoint handed the task (DescribeTasks), asked as
+ * an operator would: a SigV4-signed call with the stack's own credentials (the endpoint
+ * checks IAM as AWS does). */
 async function taskEnvironment(taskArn) {
-  const response = await fetch(`${stack.urls.ecs}/`, {
-    method: 'POST',
-    headers: {
-      'x-amz-target': 'AmazonEC2ContainerServiceV20141113.DescribeTasks',
-      'content-type': 'application/x-amz-json-1.1',
+  const url = new URL(`${stack.urls.ecs}/`);
+  const body = JSON.stringify({ cluster: 'switchboard-local', tasks: [taskArn] });
+  const signed = aws4.sign(
+    {
+      host: url.host,
+      path: '/',
+      method: 'POST',
+      service: 'ecs',
+      region: 'us-east-1',
+      body,
+      headers: {
+        'x-amz-target': 'AmazonEC2ContainerServiceV20141113.DescribeTasks',
+        'content-type': 'application/x-amz-json-1.1',
+      },
     },
-    body: JSON.stringify({ cluster: 'switchboard-local', tasks: [taskArn] }),
-  });
+    { accessKeyId: 'switchboard-local-admin', secretAccessKey: 'local' },
+  );
+  const response = await fetch(url, { method: 'POST', headers: signed.headers, body });
   const json = await response.json();
   const environment = json.tasks?.[0]?.overrides?.containerOverrides?.[0]?.environment;
   if (!environment) throw new Error(`DescribeTasks → ${response.status} ${JSON.stringify(json)}`);
