@@ -11,7 +11,7 @@ use tokio::signal::unix::{SignalKind, signal};
 
 const USAGE: &str = "usage: switchboard-local [--http-port N] [--ws-port N] [--ecs-port N] \
 [--dynamodb-endpoint URL] [--task-command CMD] [--ecs-capacity N] [--sweep-interval-seconds N] \
-[--task-stop-timeout-seconds N] [--template PATH] [--table-prefix P] \
+[--task-stop-timeout-seconds N] [--applications JSON] [--locations JSON] [--template PATH] [--table-prefix P] \
 [--ws-idle-timeout-seconds N] [--ws-max-connection-seconds N] [--ws-frame-jitter-ms N] [--no-iam]";
 
 struct Args {
@@ -25,6 +25,8 @@ struct Args {
     task_stop_timeout_seconds: u64,
     template: Option<PathBuf>,
     table_prefix: String,
+    applications: Option<String>,
+    locations: Option<String>,
     ws_idle_timeout_seconds: u64,
     ws_max_connection_seconds: u64,
     ws_frame_jitter_ms: u64,
@@ -43,6 +45,8 @@ fn parse_args() -> Result<Args, String> {
         task_stop_timeout_seconds: 10,
         template: None,
         table_prefix: String::new(),
+        applications: None,
+        locations: None,
         ws_idle_timeout_seconds: switchboard_local::DEFAULT_WS_IDLE_TIMEOUT_SECONDS,
         ws_max_connection_seconds: switchboard_local::DEFAULT_WS_MAX_CONNECTION_SECONDS,
         ws_frame_jitter_ms: 0,
@@ -95,6 +99,10 @@ fn parse_args() -> Result<Args, String> {
                     format!("--task-stop-timeout-seconds: {value:?} is not a number")
                 })?
             }
+            // The sessions API's images and locations (else SWITCHBOARD_APPLICATIONS and
+            // SWITCHBOARD_LOCATIONS, else one location `local` and the application `sfu`).
+            "--applications" => args.applications = Some(value),
+            "--locations" => args.locations = Some(value),
             "--template" => args.template = Some(PathBuf::from(value)),
             "--table-prefix" => args.table_prefix = value,
             "--ws-idle-timeout-seconds" => args.ws_idle_timeout_seconds = number(&value)?,
@@ -139,6 +147,12 @@ async fn run(args: Args) -> Result<(), String> {
     let mut vars: HashMap<String, String> = std::env::vars()
         .filter(|(k, _)| k.starts_with("SWITCHBOARD_"))
         .collect();
+    if let Some(applications) = args.applications.clone() {
+        vars.insert("SWITCHBOARD_APPLICATIONS".into(), applications);
+    }
+    if let Some(locations) = args.locations.clone() {
+        vars.insert("SWITCHBOARD_LOCATIONS".into(), locations);
+    }
     // Secrets it is not given, it makes, and says so.
     for (name, what) in [
         ("SWITCHBOARD_OPERATOR_KEYS", "operator key (createRoom)"),
