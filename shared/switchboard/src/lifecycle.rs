@@ -106,44 +106,59 @@ async fn launch_room_as(
         environment: &environment,
         command: None,
     };
-    let task_arn = match ecs::run_task(&deps.ecs, deps.config.ecs.as_ref(), launch).await {
+    let task_arn = run_recorded(deps, &deps.ecs, deps.config.ecs.as_ref(), launch, None).await?;
+    tracing::info!(room_id, task_arn, slot, "SFU task started");
+    Ok(Launched {
+        room_id: room_id.to_string(),
+        task_arn,
+    })
+}
+
+/// Runs a server's task and records its ARN on the server. A launch ECS refused leaves no
+/// record (nor the session written with it); a launch whose outcome is unknown leaves the
+/// record for the sweeper (it ends it at its start deadline and stops any task it finds by
+/// `startedBy`); a task whose ARN could not be recorded is stopped at once.
+async fn run_recorded(
+    deps: &Deps,
+    client: &aws_sdk_ecs::Client,
+    settings: Option<&EcsSettings>,
+    launch: Launch<'_>,
+    session_id: Option<&str>,
+) -> Result<String, LifecycleError> {
+    let server_id = launch.server_id;
+    let store = &deps.store;
+    let task_arn = match ecs::run_task(client, settings, launch).await {
         Ok(arn) => arn,
         Err(e) => {
             if e.nothing_started() {
-                if let Err(cleanup) = store.delete_room(room_id).await {
-                    // Never claimable (still starting); the sweeper ends it at its deadline.
-                    tracing::error!(error = %cleanup, room_id, "could not delete the room of a refused launch");
+                if let Err(cleanup) = store.forget_server(server_id, session_id).await {
+                    // Never claimable (still starting): the sweeper ends it at its deadline.
+                    tracing::error!(error = %cleanup, server_id, "could not remove a refused launch's records");
                 }
             } else {
                 tracing::error!(
-                    room_id,
-                    "launch outcome unknown; the sweeper ends the room at its start deadline"
+                    server_id,
+                    "launch outcome unknown; the sweeper ends the server at its start deadline"
                 );
             }
             return Err(e.into());
         }
     };
-    if let Err(e) = store.record_task(room_id, &task_arn).await {
-        // Without its ARN on record the task is stopped now; failing that, the sweeper finds
-        // it by `startedBy` when the room's start deadline passes.
-        if let Some(settings) = deps.config.ecs.as_ref()
+    if let Err(e) = store.record_task(server_id, &task_arn).await {
+        if let Some(settings) = settings
             && let Err(stop) = ecs::stop_task(
-                &deps.ecs,
+                client,
                 settings,
                 &task_arn,
                 "Switchboard could not record the task",
             )
             .await
         {
-            tracing::error!(error = %stop, room_id, "could not stop an unrecorded task");
+            tracing::error!(error = %stop, server_id, "could not stop an unrecorded task");
         }
         return Err(e.into());
     }
-    tracing::info!(room_id, task_arn, slot, "SFU task started");
-    Ok(Launched {
-        room_id: room_id.to_string(),
-        task_arn,
-    })
+    Ok(task_arn)
 }
 
 /// Ends a server: its task is stopped, the room's members hear `sfuDisconnect`, and its
@@ -282,35 +297,7 @@ pub async fn launch_server(
         environment: &environment,
         command: cold.map(|c| c.args).filter(|a| !a.is_empty()),
     };
-    let task_arn = match ecs::run_task(client, Some(&settings), launch).await {
-        Ok(arn) => arn,
-        Err(e) => {
-            if e.nothing_started() {
-                if let Err(cleanup) = store.forget_server(&server_id, session_id).await {
-                    tracing::error!(error = %cleanup, server_id, "could not remove a refused launch's records");
-                }
-            } else {
-                tracing::error!(
-                    server_id,
-                    "launch outcome unknown; the sweeper ends the server at its start deadline"
-                );
-            }
-            return Err(e.into());
-        }
-    };
-    if let Err(e) = store.record_task(&server_id, &task_arn).await {
-        if let Err(stop) = ecs::stop_task(
-            client,
-            &settings,
-            &task_arn,
-            "Switchboard could not record the task",
-        )
-        .await
-        {
-            tracing::error!(error = %stop, server_id, "could not stop an unrecorded task");
-        }
-        return Err(e.into());
-    }
+    let task_arn = run_recorded(deps, client, Some(&settings), launch, session_id).await?;
     tracing::info!(
         server_id,
         image,

@@ -9,7 +9,7 @@
 use aws_sdk_dynamodb::types::{ReturnConsumedCapacity, ReturnValue};
 use rand::seq::SliceRandom;
 
-use super::item::{Item, condition_failed, n, req_s, s};
+use super::item::{Item, applied, condition_failed, n, req_s, s};
 use super::{EXPIRES_AT, Store};
 use crate::error::{StoreError, dynamo_error};
 
@@ -216,11 +216,7 @@ impl Store {
             }
         };
         let result = request.send().await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(e) if condition_failed(&e) => Ok(false),
-            Err(e) => Err(dynamo_error(e)),
-        }
+        applied(result)
     }
 
     /// Finds a live idle host in one of `regions` and reserves it for `lease_seconds`,
@@ -340,11 +336,7 @@ impl Store {
             .expression_attribute_values(":room", s(room_id))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(e) if condition_failed(&e) => Ok(()),
-            Err(e) => Err(dynamo_error(e)),
-        }
+        applied(result).map(|_| ())
     }
 }
 

@@ -49,6 +49,21 @@ pub fn condition_failed<E: ProvideErrorMetadata, R>(error: &SdkError<E, R>) -> b
     error.as_service_error().and_then(|e| e.code()) == Some("ConditionalCheckFailedException")
 }
 
+/// A conditional write's outcome: `true` when it was applied, `false` when its condition did
+/// not hold (a domain answer, not a failure); anything else is a `StoreError`.
+pub fn applied<T, E>(
+    result: Result<T, SdkError<E, aws_sdk_dynamodb::config::http::HttpResponse>>,
+) -> Result<bool, StoreError>
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    match result {
+        Ok(_) => Ok(true),
+        Err(e) if condition_failed(&e) => Ok(false),
+        Err(e) => Err(crate::error::dynamo_error(e)),
+    }
+}
+
 /// For a transaction cancelled because a condition failed: which of its items failed theirs
 /// (empty when DynamoDB gave no per-item reasons: the caller looks). `None` for any other
 /// failure, including a cancellation only for conflicts or throttling, which is no domain

@@ -18,7 +18,7 @@ use rand::seq::SliceRandom;
 use subtle::ConstantTimeEq;
 
 use super::item::{
-    Item, cancelled_conditions, condition_failed, get_n, get_s, is_live, n, req_s, s,
+    Item, applied, cancelled_conditions, condition_failed, get_n, get_s, is_live, n, req_s, s,
 };
 use super::{CONNECTION_TTL_SECONDS, EXPIRES_AT, Store};
 use crate::error::{StoreError, dynamo_error};
@@ -555,11 +555,7 @@ impl Store {
             .expression_attribute_values(":room", s(room_id))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(e) if condition_failed(&e) => Ok(()),
-            Err(e) => Err(dynamo_error(e)),
-        }
+        applied(result).map(|_| ())
     }
 
     /// The host that registered `room_id` joined it as its serving peer (again, after a lost
@@ -588,11 +584,7 @@ impl Store {
             .expression_attribute_values(":now", n(self.clock.now()))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(e) if condition_failed(&e) => Ok(false),
-            Err(e) => Err(dynamo_error(e)),
-        }
+        applied(result)
     }
 
     /// The serving peer's socket on `connection_id` is gone. Nobody is told yet: the room
@@ -638,11 +630,7 @@ impl Store {
                 .expression_attribute_names("#pool", "pool")
                 .expression_attribute_values(":deadline", grace),
         };
-        match request.send().await {
-            Ok(_) => Ok(true),
-            Err(e) if condition_failed(&e) => Ok(false),
-            Err(e) => Err(dynamo_error(e)),
-        }
+        applied(request.send().await)
     }
 
     /// Servers of `app` whose deadline has passed, oldest first, at most `limit`. Read from
@@ -757,11 +745,7 @@ impl Store {
             .expression_attribute_values(":ending", s("ending"))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(e) if condition_failed(&e) => Ok(()),
-            Err(e) => Err(dynamo_error(e)),
-        }
+        applied(result).map(|_| ())
     }
 
     async fn delete_path_of(&self, url_path: &str, room_id: &str) -> Result<(), StoreError> {
@@ -774,11 +758,7 @@ impl Store {
             .expression_attribute_values(":room", s(room_id))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(e) if condition_failed(&e) => Ok(()),
-            Err(e) => Err(dynamo_error(e)),
-        }
+        applied(result).map(|_| ())
     }
 
     /// The room warm-pool slot `slot` of `app` was last filled with, if any.
@@ -814,11 +794,7 @@ impl Store {
                 .expression_attribute_values(":previous", s(previous)),
             None => request.condition_expression("attribute_not_exists(#room)"),
         };
-        match request.send().await {
-            Ok(_) => Ok(true),
-            Err(e) if condition_failed(&e) => Ok(false),
-            Err(e) => Err(dynamo_error(e)),
-        }
+        applied(request.send().await)
     }
 }
 

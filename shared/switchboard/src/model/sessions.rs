@@ -17,7 +17,7 @@ use aws_sdk_dynamodb::types::{
 use serde_json::Value;
 
 use super::item::{
-    Item, cancelled_conditions, condition_failed, get_n, get_s, is_live, n, req_s, s,
+    Item, applied, cancelled_conditions, condition_failed, get_n, get_s, is_live, n, req_s, s,
 };
 use super::rooms::{READY_INDEX, Room};
 use super::{CONNECTION_TTL_SECONDS, EXPIRES_AT, Store};
@@ -331,11 +331,7 @@ impl Store {
             .expression_attribute_values(":ready", s("ready"))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(e) if condition_failed(&e) => Ok(()),
-            Err(e) => Err(dynamo_error(e)),
-        }
+        applied(result).map(|_| ())
     }
 
     /// A game server's task runs at `address`: a cold session's server is allocated from now
@@ -412,11 +408,7 @@ impl Store {
                 .condition_expression("expiresAt > :now AND #state <> :ending")
                 .expression_attribute_values(":ends", n(ends)),
         };
-        match request.send().await {
-            Ok(_) => Ok(true),
-            Err(e) if condition_failed(&e) => Ok(false),
-            Err(e) => Err(dynamo_error(e)),
-        }
+        applied(request.send().await)
     }
 
     /// A live session.
