@@ -617,3 +617,52 @@ async fn a_real_sfu_process_fills_the_pool_and_keeps_its_room_across_a_lost_sock
         "no process outlives its room"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ping_keeps_a_room_its_path_and_its_members_alive() {
+    let dir = events_dir();
+    let t = TestStack::start_with(with_tasks(&dir)).await;
+    let room = create_room(&t).await;
+    let mut sfu = sfu_identifies(&t, &room).await;
+    t.call(
+        "PATCH",
+        "/claimRoom",
+        Some(r#"{"urlPath":"marathon"}"#),
+        None,
+    )
+    .await;
+    let mut carol = join(&t, &room, "carol").await;
+    // Three hours of a call whose sockets stay up and ping (as they must under the 10 min
+    // idle timeout): past the records' first expiry (2 h 10 min after identify).
+    for _ in 0..6 {
+        t.clock.advance(30 * 60);
+        for peer in [&mut sfu, &mut carol] {
+            peer.send_raw(json!({ "action": "ping" }).to_string()).await;
+            assert_eq!(peer.recv("pong").await["type"], "pong");
+        }
+        assert!(
+            t.stack.sweep().await.ended.is_empty(),
+            "a pinging room lives on"
+        );
+    }
+    assert_eq!(
+        t.call("GET", "/getRoomId?urlPath=marathon", None, None)
+            .await
+            .1["roomId"],
+        room.as_str(),
+        "its path too"
+    );
+    carol
+        .send(
+            "handshake",
+            json!({ "type": "producer", "description": { "type": "offer", "sdp": "late" } }),
+        )
+        .await;
+    assert_eq!(
+        sfu.recv("an offer after three hours").await["sender"],
+        "carol"
+    );
+    // Without pings, it ends once its records' time is up.
+    t.clock.advance(2 * 3600 + 601);
+    assert_eq!(t.stack.sweep().await.ended, std::slice::from_ref(&room));
+}

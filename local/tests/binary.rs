@@ -350,7 +350,16 @@ fn each_functions_policy_grants_exactly_what_it_calls() {
             "DisconnectFunction",
             with_cleanup(&[("MembersTable", &["Query"])]),
         ),
-        ("DefaultFunction", with_cleanup(&[])),
+        // A ping keeps the connection's records alive, and a serving peer's room and path.
+        (
+            "DefaultFunction",
+            with_cleanup(&[
+                ("ConnectionsTable", &["UpdateItem"]),
+                ("MembersTable", &["UpdateItem"]),
+                ("RoomsTable", &["UpdateItem"]),
+                ("PathsTable", &["UpdateItem"]),
+            ]),
+        ),
         ("AvailableLocationFunction", Vec::new()),
         (
             "CreateSessionFunction",

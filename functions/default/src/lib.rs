@@ -1,5 +1,6 @@
-//! `$default`: `ping` answers `pong` (keep-alive under API Gateway's 10 min idle timeout);
-//! anything else gets an error frame.
+//! `$default`: `ping` answers `pong` (keep-alive under API Gateway's 10 min idle timeout) and
+//! keeps the connection's records alive, a serving peer's room and path with them; anything
+//! else gets an error frame.
 
 use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
 use serde_json::{Value, json};
@@ -22,6 +23,7 @@ async fn answer(deps: &Deps, event: &ApiGatewayWebsocketProxyRequest) -> Result<
     let frame = parse_frame(event)?;
     match frame.get("action").and_then(Value::as_str) {
         Some("ping") => {
+            deps.store.keep_alive(connection).await?;
             send(
                 deps,
                 &event.request_context,

@@ -548,3 +548,79 @@ impl Store {
         self.remove_member(room_id, peer_id, connection_id).await
     }
 }
+
+impl Store {
+    /// A `ping` on `connection_id`: its records live another `CONNECTION_TTL_SECONDS`, and if it
+    /// is a room's serving peer, so do the room (its deadline too, unless a session's end sets
+    /// it) and the room's path. Returns whether the connection was known.
+    pub async fn keep_alive(&self, connection_id: &str) -> Result<bool, StoreError> {
+        let now = self.clock.now();
+        let expires = now + CONNECTION_TTL_SECONDS;
+        let out = self
+            .client
+            .update_item()
+            .table_name(&self.tables.connections)
+            .key("connectionId", s(connection_id))
+            .update_expression("SET expiresAt = :exp")
+            .condition_expression("attribute_exists(connectionId) AND expiresAt > :now")
+            .expression_attribute_values(":exp", n(expires))
+            .expression_attribute_values(":now", n(now))
+            .return_values(ReturnValue::AllNew)
+            .send()
+            .await;
+        let connection = match out {
+            Ok(out) => match out.attributes() {
+                Some(item) => Connection::from_item(item)?,
+                None => return Ok(false),
+            },
+            Err(e) if condition_failed(&e) => return Ok(false),
+            Err(e) => return Err(dynamo_error(e)),
+        };
+        let Some((room_id, peer_id, role)) = connection.membership else {
+            return Ok(true);
+        };
+        let member = self
+            .client
+            .update_item()
+            .table_name(&self.tables.members)
+            .key("roomId", s(&room_id))
+            .key("peerId", s(&peer_id))
+            .update_expression("SET expiresAt = :exp")
+            .condition_expression("connectionId = :conn")
+            .expression_attribute_values(":exp", n(expires))
+            .expression_attribute_values(":conn", s(connection_id))
+            .send()
+            .await;
+        super::item::applied(member)?;
+        if !role.is_serving() {
+            return Ok(true);
+        }
+        let room = self
+            .client
+            .update_item()
+            .table_name(&self.tables.rooms)
+            .key("roomId", s(&room_id))
+            .update_expression("SET expiresAt = :exp, deadline = :exp")
+            .condition_expression(
+                "servingConnection = :conn AND #state <> :ending AND attribute_not_exists(sessionEnds) \
+                 AND attribute_not_exists(ownerHost)",
+            )
+            .expression_attribute_names("#state", "state")
+            .expression_attribute_values(":exp", n(expires))
+            .expression_attribute_values(":conn", s(connection_id))
+            .expression_attribute_values(":ending", s("ending"))
+            .return_values(ReturnValue::AllNew)
+            .send()
+            .await;
+        match room {
+            Ok(out) => {
+                if let Some(path) = out.attributes().and_then(|item| get_s(item, "urlPath")) {
+                    self.refresh_path(path, &room_id, expires).await?;
+                }
+            }
+            Err(e) if condition_failed(&e) => {}
+            Err(e) => return Err(dynamo_error(e)),
+        }
+        Ok(true)
+    }
+}
