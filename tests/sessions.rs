@@ -63,6 +63,10 @@ fn sessions_stack(dir: &Path, warm: u32) -> switchboard_local::StackOptions {
             "versions": { "v2": "switchboard-arena-v2" },
             "warm": { "local": warm },
             "locations": ["local"],
+        }, "arena-eu": {
+            "taskDefinition": "switchboard-arena", "container": "game",
+            "ports": [{ "type": "udp", "container": 7777 }],
+            "locations": ["elsewhere"],
         }})
         .to_string(),
     );
@@ -608,4 +612,41 @@ async fn thirty_two_concurrent_sessions_against_eight_warm_servers() {
     );
     let (_, listed) = t.call("GET", "/session", None, Some(OPERATOR_KEY)).await;
     assert_eq!(listed["sessions"].as_array().unwrap().len(), 8 + cold);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_location_in_another_region_runs_its_task_there() {
+    let dir = events_dir();
+    let t = TestStack::start_with(sessions_stack(&dir, 0)).await;
+    assert_eq!(
+        t.call(
+            "GET",
+            "/available-location/arena-eu",
+            None,
+            Some(OPERATOR_KEY)
+        )
+        .await,
+        (
+            200,
+            json!({ "locations": [{ "location": "elsewhere", "ips": ["127.0.0.2"] }] })
+        )
+    );
+    let mut regions = Vec::new();
+    for (image, location) in [(GAME, "local"), ("arena-eu", "elsewhere")] {
+        let (status, created) =
+            post_session(&t, json!({ "image": image, "location": location })).await;
+        assert_eq!(status, 201, "{created}");
+        let task = t
+            .stack
+            .tasks()
+            .into_iter()
+            .find(|task| task.started_by.as_deref() == created["id"].as_str())
+            .expect("its task");
+        regions.push(task.region.unwrap_or_default());
+    }
+    assert_eq!(
+        regions,
+        ["us-east-1", "eu-central-1"],
+        "RunTask went to each location's region"
+    );
 }

@@ -44,6 +44,8 @@ pub struct TaskRecord {
     /// The task's own address, given to its command as `TASK_IP`.
     pub address: Ipv4Addr,
     pub started_by: Option<String>,
+    /// The region the RunTask request was signed for (from its SigV4 credential scope).
+    pub region: Option<String>,
     /// The container's `command` override, given to the task command as `$1`, `$2`, ...
     pub command: Vec<String>,
     /// The task command's process id (and process group id), once spawned.
@@ -62,6 +64,8 @@ enum Status {
 
 struct Task {
     arn: String,
+    /// The region the RunTask call was signed for (a session location's region).
+    region: Option<String>,
     container: String,
     environment: HashMap<String, String>,
     command: Vec<String>,
@@ -143,6 +147,7 @@ impl Task {
             stopped: self.last == Status::Stopped,
             address: self.address,
             started_by: self.started_by.clone(),
+            region: self.region.clone(),
             command: self.command.clone(),
             pid: self.pid,
             exit_code: self.exit_code,
@@ -619,6 +624,10 @@ impl EcsState {
             let Some(address) = address else { continue };
             let index = tasks.all.len();
             let mut task = Task {
+                region: request
+                    .get(SIGNED_REGION)
+                    .and_then(Value::as_str)
+                    .map(String::from),
                 arn: format!(
                     "arn:aws:ecs:{REGION}:{ACCOUNT}:task/{}/{}",
                     self.cluster,
@@ -848,6 +857,21 @@ impl IntoResponse for EcsError {
     }
 }
 
+/// Where `endpoint` passes the signing region of a RunTask on to `run_task`.
+const SIGNED_REGION: &str = "__signedRegion";
+
+/// The region of a SigV4 `Authorization` header's credential scope
+/// (`Credential=AKID/20260101/eu-central-1/ecs/aws4_request`).
+fn signed_region(headers: &HeaderMap) -> Option<String> {
+    let authorization = headers.get("authorization")?.to_str().ok()?;
+    let scope = authorization
+        .split("Credential=")
+        .nth(1)?
+        .split(',')
+        .next()?;
+    scope.split('/').nth(2).map(String::from)
+}
+
 pub async fn endpoint(
     State(state): State<Arc<EcsState>>,
     headers: HeaderMap,
@@ -863,6 +887,10 @@ pub async fn endpoint(
     };
     let result = match operation {
         "RunTask" => {
+            let mut request = request;
+            if let Some(region) = signed_region(&headers) {
+                request[SIGNED_REGION] = Value::String(region);
+            }
             let result = state.run_task(&request);
             let launched = result
                 .as_ref()
