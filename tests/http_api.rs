@@ -573,3 +573,28 @@ async fn distinct_paths_racing_for_k_rooms_exactly_k_win() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn expired_ready_rooms_never_hide_a_live_one() {
+    let t = TestStack::start().await;
+    // More expired-but-not-yet-deleted ready rooms than one read of the pool takes (16)...
+    for _ in 0..18 {
+        t.warm_room().await;
+    }
+    t.clock.advance(2 * 3600 + 601);
+    // ...and one live ready room.
+    let live = t.warm_room().await;
+    let (status, body) = t
+        .call(
+            "PATCH",
+            "/claimRoom",
+            Some(r#"{"urlPath":"after-hours"}"#),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, body["roomId"].as_str()),
+        (200, Some(live.as_str())),
+        "{body}"
+    );
+}
