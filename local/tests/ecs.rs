@@ -75,6 +75,11 @@ fn options(task_command: Option<String>) -> StackOptions {
 }
 
 async fn start(options: StackOptions) -> (Stack, Client) {
+    // A request that fails says why in the test's output.
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter("warn")
+        .try_init();
     let stack = Stack::start(options).await.expect("local stack starts");
     let sdk = switchboard_local::local_sdk_config().await;
     let config = aws_sdk_ecs::config::Builder::from(&sdk)
