@@ -1,6 +1,8 @@
 //! Test harness: one DynamoDB Local per test binary, and a local stack per test with its own
 //! tables, ports and clock, so tests run concurrently without seeing each other.
 
+pub mod contract;
+
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -148,12 +150,19 @@ impl TestStack {
     ) -> (u16, Value) {
         let response = self.request(method, path, body, bearer, &[]).await;
         let status = response.status().as_u16();
+        let headers = contract::header_list(response.headers());
         let text = response.text().await.expect("response body");
         let json = if text.is_empty() {
             Value::Null
         } else {
             serde_json::from_str(&text).unwrap_or(Value::String(text))
         };
+        // Every answer a test sees is one docs/openapi.yaml describes.
+        if let Err(broken) =
+            contract::HttpContract::get().check(method, path, status, &headers, &json)
+        {
+            panic!("{broken}");
+        }
         (status, json)
     }
 
@@ -291,8 +300,19 @@ impl Peer {
             .await;
     }
 
-    /// The next JSON frame; panics naming the peer and what it waited for.
+    /// The next JSON frame, which must be an outbound message of docs/asyncapi.yaml; panics
+    /// naming the peer and what it waited for.
     pub async fn recv(&mut self, waiting_for: &str) -> Value {
+        let frame = self.recv_any(waiting_for).await;
+        if let Err(broken) = contract::FrameContract::get().check(&frame) {
+            panic!("{}: while waiting for {waiting_for}: {broken}", self.name);
+        }
+        frame
+    }
+
+    /// The next JSON frame, whatever it is: for frames a test posts itself through the
+    /// `@connections` API, which are not Switchboard's.
+    pub async fn recv_any(&mut self, waiting_for: &str) -> Value {
         use futures_util::StreamExt;
         let deadline = tokio::time::Instant::now() + FRAME_WAIT;
         loop {
@@ -311,7 +331,9 @@ impl Peer {
                     self.name
                 ),
                 Ok(Some(Ok(tokio_tungstenite::tungstenite::Message::Text(text)))) => {
-                    return serde_json::from_str(&text).expect("frames are JSON");
+                    return serde_json::from_str(&text).unwrap_or_else(|e| {
+                        panic!("{}: a frame that is not JSON ({e}): {text}", self.name)
+                    });
                 }
                 Ok(Some(Ok(_))) => continue,
             }
