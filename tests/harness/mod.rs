@@ -78,7 +78,12 @@ pub fn now() -> i64 {
 /// Options for a test's own stack: fresh tables, free ports, a manual clock at the real time,
 /// two operator keys and two host keys.
 pub fn options() -> StackOptions {
-    let mut options = StackOptions::new(dynamodb_endpoint());
+    options_for(dynamodb_endpoint())
+}
+
+/// `options()` against another DynamoDB (a test's own, say).
+pub fn options_for(dynamodb_endpoint: String) -> StackOptions {
+    let mut options = StackOptions::new(dynamodb_endpoint);
     options.table_prefix = format!("t{}-", uuid::Uuid::new_v4().simple());
     options.clock = Clock::manual(now());
     for (name, value) in [
@@ -285,6 +290,59 @@ impl Peer {
             name: name.to_string(),
             socket,
         }
+    }
+
+    /// Connects, or returns the HTTP status the gateway refused the upgrade with (`$connect`
+    /// answered non-2xx); any other failure panics.
+    pub async fn try_connect(url: &str, name: &str) -> Result<Self, u16> {
+        match tokio_tungstenite::connect_async(url).await {
+            Ok((socket, _)) => Ok(Self {
+                name: name.to_string(),
+                socket,
+            }),
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                Err(response.status().as_u16())
+            }
+            Err(e) => panic!("{name}: WebSocket connect failed: {e}"),
+        }
+    }
+
+    /// Sends one message of any kind (binary, a text frame that is not JSON, ...).
+    pub async fn send_message(
+        &mut self,
+        message: tokio_tungstenite::tungstenite::Message,
+    ) -> Result<(), tokio_tungstenite::tungstenite::Error> {
+        use futures_util::SinkExt;
+        self.socket.send(message).await
+    }
+
+    /// The next frame within `wait`, checked as `recv` checks it; `None` if nothing came.
+    /// Panics if the socket closed.
+    pub async fn recv_within(&mut self, wait: Duration) -> Option<Value> {
+        match tokio::time::timeout(wait, self.recv_any("a frame")).await {
+            Ok(frame) => {
+                if let Err(broken) = contract::FrameContract::get().check(&frame) {
+                    panic!("{}: {broken}", self.name);
+                }
+                Some(frame)
+            }
+            Err(_) => None,
+        }
+    }
+
+    /// The next message of any kind, as received (close frames included); `None` when the
+    /// socket ended or nothing came within `wait`.
+    pub async fn next_message(
+        &mut self,
+        wait: Duration,
+    ) -> Option<
+        Result<tokio_tungstenite::tungstenite::Message, tokio_tungstenite::tungstenite::Error>,
+    > {
+        use futures_util::StreamExt;
+        tokio::time::timeout(wait, self.socket.next())
+            .await
+            .ok()
+            .flatten()
     }
 
     pub async fn send_raw(&mut self, text: String) {
