@@ -181,10 +181,10 @@ async fn dynamodb_outage_answers_503_and_leaves_nothing_half_done() {
     let host_task = tokio::spawn(async move {
         let mut relayed = 0usize;
         while !host_stop.load(Ordering::Relaxed) {
-            if let Some(frame) = host.recv_within(Duration::from_millis(200)).await {
-                if frame["type"] == "consumer" {
-                    relayed += 1;
-                }
+            if let Some(frame) = host.recv_within(Duration::from_millis(200)).await
+                && frame["type"] == "consumer"
+            {
+                relayed += 1;
             }
         }
         (host, relayed)
@@ -333,7 +333,7 @@ async fn dynamodb_outage_answers_503_and_leaves_nothing_half_done() {
 
     // No host is reserved without its client having got a 200 for it, and every 200 holds
     // its host (host-1 was set idle above, which ends its reservation).
-    let seen = seen.lock().unwrap();
+    let seen = std::mem::take(&mut *seen.lock().unwrap());
     let answered: BTreeSet<String> = seen.matched.iter().cloned().collect();
     assert_eq!(
         answered.len(),

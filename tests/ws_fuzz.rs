@@ -149,11 +149,11 @@ fn random_string(rng: &mut StdRng) -> String {
 fn id_value(rng: &mut StdRng, room: &str) -> Value {
     match rng.random_range(0..13) {
         0..=6 => json!(format!("fz-{}", rng.random_range(0..6))),
-        4 => json!("host"),
-        5 => json!(room),
-        6 => json!(""),
-        7 => json!("x".repeat(129)),
-        8 => random_json(rng, 2),
+        7 => json!("host"),
+        8 => json!(room),
+        9 => json!(""),
+        10 => json!("x".repeat(129)),
+        11 => random_json(rng, 2),
         _ => json!(random_string(rng)),
     }
 }
