@@ -63,8 +63,12 @@ host_key="fuzz-host-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')"
 SWITCHBOARD_OPERATOR_KEYS="$operator_key" SWITCHBOARD_HOST_KEYS="$host_key" \
 SWITCHBOARD_TURN_SECRET="fuzz-turn-secret" \
 SWITCHBOARD_TURN_URLS="turn:127.0.0.1:3478?transport=udp" SWITCHBOARD_STUN_URLS="stun:127.0.0.1:3478" \
+SWITCHBOARD_START_TIMEOUT_SECONDS=5 \
     "$binary" --http-port "$(free_port)" --ws-port "$(free_port)" --ecs-port "$(free_port)" \
-    --table-prefix fuzz- >"$work/stack.out" 2>"$work/stack.err" &
+    --sweep-interval-seconds 2 --table-prefix fuzz- >"$work/stack.out" 2>"$work/stack.err" &
+# Rooms the fuzzer creates never get an SFU: the sweeper ends them after 5 s, as it would
+# deployed after SWITCHBOARD_START_TIMEOUT_SECONDS, so a long run does not exhaust the local
+# ECS endpoint's task addresses (which would rightly be answered 503).
 stack_pid=$!
 for _ in $(seq 1 1200); do
     grep -q '^ready ' "$work/stack.out" && break
