@@ -18,6 +18,8 @@ use switchboard_local::dynamodb::{self, DynamoDbLocal, Storage};
 use switchboard_tests::*;
 
 const HOSTS: usize = 40;
+/// Clients calling find-match at once, all through the outage.
+const MATCHERS: usize = 2;
 const SIGNALING_ROOM: &str = "room-signal";
 const SIGNALING_HOST: &str = "host-signal-secret";
 
@@ -97,7 +99,7 @@ async fn dynamodb_outage_answers_503_and_leaves_nothing_half_done() {
     let seen = Arc::new(Mutex::new(Seen::default()));
     let stop = Arc::new(AtomicBool::new(false));
     let mut workers = Vec::new();
-    for _ in 0..2 {
+    for _ in 0..MATCHERS {
         let (t, seen, stop) = (t.clone(), seen.clone(), stop.clone());
         workers.push(tokio::spawn(async move {
             while !stop.load(Ordering::Relaxed) {
@@ -348,20 +350,40 @@ async fn dynamodb_outage_answers_503_and_leaves_nothing_half_done() {
         .filter(|h| number(h, "reservedUntil").is_some_and(|until| until > now))
         .map(|h| text(h, "roomId"))
         .collect();
-    let answered_still_reserved: BTreeSet<String> = answered
-        .iter()
-        .filter(|r| *r != "room-1")
-        .cloned()
-        .collect();
-    assert_eq!(
-        reserved
-            .iter()
-            .filter(|r| *r != "room-1")
-            .cloned()
-            .collect::<BTreeSet<_>>(),
-        answered_still_reserved,
-        "reservations in the table are exactly the matches answered 200"
+    let reserved: BTreeSet<String> = reserved.into_iter().filter(|r| r != "room-1").collect();
+    let answered: BTreeSet<String> = answered.into_iter().filter(|r| r != "room-1").collect();
+    let unheld: Vec<&String> = answered.difference(&reserved).collect();
+    assert!(
+        unheld.is_empty(),
+        "every match answered 200 holds its host: {unheld:?}"
     );
+    // A reservation whose write reached DynamoDB just as it died, with the answer lost, is
+    // held without a client having been told: at most one per matcher, and only until its
+    // lease runs out, after which the host is matched again.
+    let stranded: Vec<String> = reserved.difference(&answered).cloned().collect();
+    assert!(
+        stranded.len() <= MATCHERS,
+        "hosts reserved without a 200, beyond the {MATCHERS} writes in flight at the crash: {stranded:?}"
+    );
+    if !stranded.is_empty() {
+        eprintln!("outage: reserved while DynamoDB died, answer lost: {stranded:?}");
+        t.clock.advance(21); // past SWITCHBOARD_MATCH_LEASE_SECONDS (20)
+        let mut rematched = BTreeSet::new();
+        loop {
+            let (status, body) = t.find_match(Some("local")).await;
+            if status != 200 {
+                assert_eq!(status, 404, "{body}");
+                break;
+            }
+            rematched.insert(body["roomId"].as_str().unwrap_or_default().to_string());
+        }
+        for room in &stranded {
+            assert!(
+                rematched.contains(room),
+                "{room}'s lease ran out and it is matched again: {rematched:?}"
+            );
+        }
+    }
 
     // Connection records and memberships agree, both ways.
     let connections = scan(&t, &t.stack.deps.config.tables.connections).await;
