@@ -23,6 +23,10 @@ mkdir -p "$logs"
 cargo test --workspace --quiet 2>&1 | tee "$logs/cargo-test.log"
 rust=$(grep -E '^test result:' "$logs/cargo-test.log" | awk '{p+=$4; f+=$6} END {print p+0, f+0}')
 
+# tests/ws_fuzz.rs ran above (FUZZ_FRAMES, FUZZ_SEED make it longer or different).
+step "HTTP API fuzzing (schemathesis against switchboard-local; FUZZ_EXAMPLES, FUZZ_SEED)"
+scripts/fuzz.sh 2>&1 | tee "$logs/fuzz.log"
+
 step "browser end-to-end (Chromium, coturn, local stack)"
 scripts/e2e.sh 2>&1 | tee "$logs/e2e.log"
 browser=$(awk '/^# pass /{p=$3} /^# fail /{f=$3} END {print p+0, f+0}' "$logs/e2e.log")

@@ -448,14 +448,23 @@ async fn room_count(t: &TestStack) -> usize {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_failed_launch_gives_500_and_leaves_no_room() {
-    // ECS answers with a non-empty `failures` list (no capacity).
+async fn a_failed_launch_leaves_no_room_and_no_capacity_is_a_503() {
+    // ECS answers with a non-empty `failures` list (no capacity): retry later, not a server
+    // error (found by scripts/fuzz.sh, whose createRoom calls exhausted the local capacity).
     let mut full = options();
     full.ecs_capacity = Some(0);
     let t = TestStack::start_with(full).await;
+    let reply = t
+        .request("PUT", "/createRoom", None, Some(OPERATOR_KEY), &[])
+        .await;
+    assert_eq!(reply.status().as_u16(), 503);
+    assert_eq!(reply.headers()["retry-after"], "2");
     assert_eq!(
         t.call("PUT", "/createRoom", None, Some(OPERATOR_KEY)).await,
-        (500, serde_json::json!({"message": "Failed to start task."}))
+        (
+            503,
+            serde_json::json!({"message": "Service temporarily unavailable; retry shortly"})
+        )
     );
     assert_eq!(room_count(&t).await, 0);
     assert_eq!(

@@ -153,8 +153,38 @@ pub struct DynamoDbLocal {
     pub endpoint: String,
 }
 
+/// Where DynamoDB Local keeps its tables.
+#[derive(Clone, Debug)]
+pub enum Storage {
+    /// In memory (`-inMemory`): gone when the process stops.
+    InMemory,
+    /// One database file in this directory for every client (`-sharedDb -dbPath DIR`): a
+    /// DynamoDB Local stopped and started again on the same port has the same tables and items,
+    /// as the service has after an outage.
+    Persistent(PathBuf),
+}
+
 impl DynamoDbLocal {
     pub fn start(jar_dir: &Path, port: u16) -> Result<Self, DynamoError> {
+        Self::start_with(jar_dir, port, &Storage::InMemory)
+    }
+
+    pub fn start_with(jar_dir: &Path, port: u16, storage: &Storage) -> Result<Self, DynamoError> {
+        let storage_args: Vec<String> = match storage {
+            Storage::InMemory => vec!["-inMemory".into()],
+            Storage::Persistent(dir) => {
+                std::fs::create_dir_all(dir).map_err(|e| DynamoError::Start(e.to_string()))?;
+                // Absolute: the process runs in the jar's directory.
+                let dir = dir
+                    .canonicalize()
+                    .map_err(|e| DynamoError::Start(e.to_string()))?;
+                vec![
+                    "-sharedDb".into(),
+                    "-dbPath".into(),
+                    dir.display().to_string(),
+                ]
+            }
+        };
         let mut command = Command::new("java");
         command
             .current_dir(jar_dir)
@@ -165,7 +195,8 @@ impl DynamoDbLocal {
                 "-jar",
                 "DynamoDBLocal.jar",
             ])
-            .args(["-inMemory", "-port", &port.to_string()])
+            .args(&storage_args)
+            .args(["-port", &port.to_string()])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit());

@@ -169,6 +169,19 @@ async fn run(args: Args) -> Result<(), String> {
         }
     }
 
+    // A missing or malformed setting is reported now, in one line, before anything starts.
+    let mut checked = vars.clone();
+    for (logical, variable) in switchboard::config::Tables::VARIABLES {
+        checked.insert(
+            variable.to_string(),
+            format!("{}{logical}", args.table_prefix),
+        );
+    }
+    checked
+        .entry("SWITCHBOARD_WS_URL".into())
+        .or_insert_with(|| format!("ws://127.0.0.1:{}", args.ws_port));
+    switchboard::Config::from_vars(&checked).map_err(|e| e.to_string())?;
+
     let mut owned_dynamodb = None;
     let dynamodb_endpoint = match args.dynamodb_endpoint {
         Some(url) => url,

@@ -1,6 +1,8 @@
 //! Test harness: one DynamoDB Local per test binary, and a local stack per test with its own
 //! tables, ports and clock, so tests run concurrently without seeing each other.
 
+pub mod contract;
+
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -76,7 +78,12 @@ pub fn now() -> i64 {
 /// Options for a test's own stack: fresh tables, free ports, a manual clock at the real time,
 /// two operator keys and two host keys.
 pub fn options() -> StackOptions {
-    let mut options = StackOptions::new(dynamodb_endpoint());
+    options_for(dynamodb_endpoint())
+}
+
+/// `options()` against another DynamoDB (a test's own, say).
+pub fn options_for(dynamodb_endpoint: String) -> StackOptions {
+    let mut options = StackOptions::new(dynamodb_endpoint);
     options.table_prefix = format!("t{}-", uuid::Uuid::new_v4().simple());
     options.clock = Clock::manual(now());
     for (name, value) in [
@@ -155,12 +162,19 @@ impl TestStack {
     ) -> (u16, Value) {
         let response = self.request(method, path, body, bearer, &[]).await;
         let status = response.status().as_u16();
+        let headers = contract::header_list(response.headers());
         let text = response.text().await.expect("response body");
         let json = if text.is_empty() {
             Value::Null
         } else {
             serde_json::from_str(&text).unwrap_or(Value::String(text))
         };
+        // Every answer a test sees is one docs/openapi.yaml describes.
+        if let Err(broken) =
+            contract::HttpContract::get().check(method, path, status, &headers, &json)
+        {
+            panic!("{broken}");
+        }
         (status, json)
     }
 
@@ -285,6 +299,59 @@ impl Peer {
         }
     }
 
+    /// Connects, or returns the HTTP status the gateway refused the upgrade with (`$connect`
+    /// answered non-2xx); any other failure panics.
+    pub async fn try_connect(url: &str, name: &str) -> Result<Self, u16> {
+        match tokio_tungstenite::connect_async(url).await {
+            Ok((socket, _)) => Ok(Self {
+                name: name.to_string(),
+                socket,
+            }),
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                Err(response.status().as_u16())
+            }
+            Err(e) => panic!("{name}: WebSocket connect failed: {e}"),
+        }
+    }
+
+    /// Sends one message of any kind (binary, a text frame that is not JSON, ...).
+    pub async fn send_message(
+        &mut self,
+        message: tokio_tungstenite::tungstenite::Message,
+    ) -> Result<(), tokio_tungstenite::tungstenite::Error> {
+        use futures_util::SinkExt;
+        self.socket.send(message).await
+    }
+
+    /// The next frame within `wait`, checked as `recv` checks it; `None` if nothing came.
+    /// Panics if the socket closed.
+    pub async fn recv_within(&mut self, wait: Duration) -> Option<Value> {
+        match tokio::time::timeout(wait, self.recv_any("a frame")).await {
+            Ok(frame) => {
+                if let Err(broken) = contract::FrameContract::get().check(&frame) {
+                    panic!("{}: {broken}", self.name);
+                }
+                Some(frame)
+            }
+            Err(_) => None,
+        }
+    }
+
+    /// The next message of any kind, as received (close frames included); `None` when the
+    /// socket ended or nothing came within `wait`.
+    pub async fn next_message(
+        &mut self,
+        wait: Duration,
+    ) -> Option<
+        Result<tokio_tungstenite::tungstenite::Message, tokio_tungstenite::tungstenite::Error>,
+    > {
+        use futures_util::StreamExt;
+        tokio::time::timeout(wait, self.socket.next())
+            .await
+            .ok()
+            .flatten()
+    }
+
     pub async fn send_raw(&mut self, text: String) {
         use futures_util::SinkExt;
         self.socket
@@ -298,8 +365,19 @@ impl Peer {
             .await;
     }
 
-    /// The next JSON frame; panics naming the peer and what it waited for.
+    /// The next JSON frame, which must be an outbound message of docs/asyncapi.yaml; panics
+    /// naming the peer and what it waited for.
     pub async fn recv(&mut self, waiting_for: &str) -> Value {
+        let frame = self.recv_any(waiting_for).await;
+        if let Err(broken) = contract::FrameContract::get().check(&frame) {
+            panic!("{}: while waiting for {waiting_for}: {broken}", self.name);
+        }
+        frame
+    }
+
+    /// The next JSON frame, whatever it is: for frames a test posts itself through the
+    /// `@connections` API, which are not Switchboard's.
+    pub async fn recv_any(&mut self, waiting_for: &str) -> Value {
         use futures_util::StreamExt;
         let deadline = tokio::time::Instant::now() + FRAME_WAIT;
         loop {
@@ -318,7 +396,9 @@ impl Peer {
                     self.name
                 ),
                 Ok(Some(Ok(tokio_tungstenite::tungstenite::Message::Text(text)))) => {
-                    return serde_json::from_str(&text).expect("frames are JSON");
+                    return serde_json::from_str(&text).unwrap_or_else(|e| {
+                        panic!("{}: a frame that is not JSON ({e}): {text}", self.name)
+                    });
                 }
                 Ok(Some(Ok(_))) => continue,
             }

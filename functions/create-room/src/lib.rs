@@ -5,7 +5,7 @@
 use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
 use serde_json::{Value, json};
 use switchboard::http::{ErrorStyle, JsonBody, require_bearer, respond};
-use switchboard::lifecycle::{self, LifecycleError};
+use switchboard::lifecycle;
 use switchboard::{ApiError, Deps};
 
 const STYLE: ErrorStyle = ErrorStyle::Rooms {
@@ -20,11 +20,10 @@ pub async fn handler(deps: &Deps, event: ApiGatewayV2httpRequest) -> ApiGatewayV
 async fn create_room(deps: &Deps, event: &ApiGatewayV2httpRequest) -> Result<Value, ApiError> {
     require_bearer(event, &deps.config.operator_keys)?;
     JsonBody::parse(event)?;
-    let launched = match lifecycle::launch_room(deps, None).await {
-        Ok(launched) => launched,
-        Err(LifecycleError::Store(e)) => return Err(e.into()),
-        Err(e) => return Err(ApiError::Internal(e.to_string())),
-    };
+    // An outage or ECS out of capacity is a 503 with Retry-After; anything else a 500.
+    let launched = lifecycle::launch_room(deps, None)
+        .await
+        .map_err(ApiError::from)?;
     Ok(json!({
         "message": "Task started successfully!",
         "roomId": launched.room_id,

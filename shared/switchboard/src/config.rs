@@ -180,6 +180,44 @@ impl Config {
             Some(v) => split_list(&v),
             None => split_list(DEFAULT_REGIONS),
         };
+        if let Some(bad) = regions.iter().find(|r| !is_region_name(r)) {
+            return Err(ConfigError::Invalid {
+                name: "SWITCHBOARD_REGIONS",
+                reason: format!(
+                    "{bad:?} is not a region name (letters, digits, '-' and '_', at most 64)"
+                ),
+            });
+        }
+        let urls = |name: &'static str, schemes: &[&str]| -> Result<Vec<String>, ConfigError> {
+            let values = list(name);
+            match values.iter().find(|u| {
+                !schemes
+                    .iter()
+                    .any(|s| u.starts_with(s) && u.len() > s.len())
+            }) {
+                None => Ok(values),
+                Some(bad) => Err(ConfigError::Invalid {
+                    name,
+                    reason: format!("{bad:?} does not start with {}", schemes.join(" or ")),
+                }),
+            }
+        };
+        let turn_urls = urls("SWITCHBOARD_TURN_URLS", &["turn:", "turns:"])?;
+        let stun_urls = urls("SWITCHBOARD_STUN_URLS", &["stun:", "stuns:"])?;
+        let turn_secret = get("SWITCHBOARD_TURN_SECRET");
+        if !turn_urls.is_empty() && turn_secret.is_none() {
+            // TURN servers without credentials would silently be left out of iceServers.
+            return Err(ConfigError::Missing("SWITCHBOARD_TURN_SECRET"));
+        }
+        let ws_url = match get("SWITCHBOARD_WS_URL") {
+            Some(url) if !(url.starts_with("ws://") || url.starts_with("wss://")) => {
+                return Err(ConfigError::Invalid {
+                    name: "SWITCHBOARD_WS_URL",
+                    reason: format!("{url:?} is not a ws:// or wss:// URL"),
+                });
+            }
+            other => other,
+        };
         let ecs = match get("SWITCHBOARD_ECS_CLUSTER") {
             None => None,
             Some(cluster) => Some(EcsSettings {
@@ -233,6 +271,15 @@ impl Config {
             Some(v) => split_list(&v),
             None => vec!["*".to_string()],
         };
+        if let Some(bad) = allowed_origins
+            .iter()
+            .find(|o| *o != "*" && !(o.starts_with("http://") || o.starts_with("https://")))
+        {
+            return Err(ConfigError::Invalid {
+                name: "SWITCHBOARD_ALLOWED_ORIGINS",
+                reason: format!("{bad:?} is neither * nor an http(s):// origin"),
+            });
+        }
         Ok(Self {
             tables,
             regions,
@@ -240,11 +287,11 @@ impl Config {
             operator_keys: list("SWITCHBOARD_OPERATOR_KEYS"),
             host_ttl_seconds: seconds("SWITCHBOARD_HOST_TTL_SECONDS", 30)?,
             match_lease_seconds: seconds("SWITCHBOARD_MATCH_LEASE_SECONDS", 20)?,
-            turn_secret: get("SWITCHBOARD_TURN_SECRET"),
-            turn_urls: list("SWITCHBOARD_TURN_URLS"),
-            stun_urls: list("SWITCHBOARD_STUN_URLS"),
+            turn_secret,
+            turn_urls,
+            stun_urls,
             turn_ttl_seconds: seconds("SWITCHBOARD_TURN_TTL_SECONDS", 86_400)?,
-            ws_url: get("SWITCHBOARD_WS_URL"),
+            ws_url,
             ws_management_endpoint: get("SWITCHBOARD_WS_MANAGEMENT_ENDPOINT"),
             ecs,
             allowed_origins,
@@ -258,6 +305,14 @@ impl Config {
             max_room_members: positive("SWITCHBOARD_MAX_ROOM_MEMBERS", 50, "members")?,
         })
     }
+}
+
+/// A region as `SWITCHBOARD_REGIONS` names it (`us-east-1`, `eu-central`, `local`).
+fn is_region_name(name: &str) -> bool {
+    name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
 pub fn split_list(value: &str) -> Vec<String> {
@@ -387,6 +442,24 @@ mod tests {
                 .unwrap_err()
                 .to_string()
                 .contains("SWITCHBOARD_HOSTS_TABLE")
+        );
+        for (name, bad) in [
+            ("SWITCHBOARD_REGIONS", "local,us east"),
+            ("SWITCHBOARD_TURN_URLS", "127.0.0.1:3478"),
+            ("SWITCHBOARD_STUN_URLS", "turn:x"),
+            ("SWITCHBOARD_WS_URL", "http://127.0.0.1:3001"),
+            ("SWITCHBOARD_ALLOWED_ORIGINS", "example.com"),
+            ("SWITCHBOARD_TURN_TTL_SECONDS", "1e3"),
+        ] {
+            let error = Config::from_vars(&vars(&[(name, bad)])).unwrap_err();
+            assert!(error.to_string().contains(name), "{name}={bad}: {error}");
+            assert_eq!(error.to_string().lines().count(), 1, "{error}");
+        }
+        let error = Config::from_vars(&vars(&[("SWITCHBOARD_TURN_URLS", "turn:127.0.0.1:3478")]))
+            .unwrap_err();
+        assert!(
+            error.to_string().contains("SWITCHBOARD_TURN_SECRET"),
+            "TURN URLs need the secret: {error}"
         );
         let error = Config::from_vars(&vars(&[("SWITCHBOARD_ECS_CLUSTER", "c")])).unwrap_err();
         assert!(

@@ -42,6 +42,23 @@ impl LaunchError {
             Self::NotConfigured | Self::Failures(_) | Self::Refused(_) | Self::NoTask
         )
     }
+
+    /// "Not now" rather than "not so": ECS out of capacity (every failure a `RESOURCE:*` one,
+    /// or Fargate's "Capacity is unavailable"), throttling, or a request that failed on the
+    /// way (timeout, 5xx, lost connection). A caller is told to retry (503), not that the
+    /// server broke.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Request(_) => true,
+            Self::Failures(reasons) => reasons.split("; ").all(|reason| {
+                reason.starts_with("RESOURCE") || reason.contains("Capacity is unavailable")
+            }),
+            Self::Refused(detail) => {
+                detail.contains("ThrottlingException") || detail.contains("ServerException")
+            }
+            Self::NotConfigured | Self::NoTask => false,
+        }
+    }
 }
 
 #[derive(Debug, Error)]

@@ -47,6 +47,8 @@ impl From<LifecycleError> for ApiError {
     fn from(e: LifecycleError) -> Self {
         match e {
             LifecycleError::Store(e) => e.into(),
+            // Out of capacity, throttled, or ECS unreachable: 503 with Retry-After.
+            LifecycleError::Launch(e) if e.is_transient() => ApiError::Unavailable(e.to_string()),
             other => ApiError::Internal(other.to_string()),
         }
     }

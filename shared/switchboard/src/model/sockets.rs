@@ -433,12 +433,108 @@ impl Store {
         Ok(members)
     }
 
-    /// Deletes a connection and its membership; returns what it was, if it existed, with its
-    /// membership only when that membership was still its own.
+    /// Removes a connection with its membership (and its room's client count) in one
+    /// transaction, so that an outage in the middle never leaves a member without its
+    /// connection record or a connection claiming a membership that is gone. Returns the
+    /// connection as it was, `None` when another caller closed it first; its membership is
+    /// `None` when the peer id had since been taken over by another connection.
     pub async fn close_connection(
         &self,
         connection_id: &str,
     ) -> Result<Option<Connection>, StoreError> {
+        // Read as stored, expired or not: a stale record is closed all the same.
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.tables.connections)
+            .key("connectionId", s(connection_id))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(dynamo_error)?;
+        let Some(item) = out.item() else {
+            return Ok(None);
+        };
+        let mut connection = Connection::from_item(item)?;
+        let Some((room_id, peer_id, role)) = connection.membership.clone() else {
+            return Ok(self
+                .delete_connection(connection_id)
+                .await?
+                .then_some(connection));
+        };
+        let mut counted = role == Role::Client;
+        let mut attempt = 0;
+        loop {
+            let delete_connection = Delete::builder()
+                .table_name(&self.tables.connections)
+                .key("connectionId", s(connection_id))
+                .condition_expression("attribute_exists(connectionId)")
+                .build()
+                .map_err(dynamo_error)?;
+            let delete_member = Delete::builder()
+                .table_name(&self.tables.members)
+                .key("roomId", s(&room_id))
+                .key("peerId", s(&peer_id))
+                .condition_expression("connectionId = :conn")
+                .expression_attribute_values(":conn", s(connection_id))
+                .build()
+                .map_err(dynamo_error)?;
+            let mut request = self
+                .client
+                .transact_write_items()
+                .transact_items(
+                    TransactWriteItem::builder()
+                        .delete(delete_connection)
+                        .build(),
+                )
+                .transact_items(TransactWriteItem::builder().delete(delete_member).build());
+            if counted {
+                let count = Update::builder()
+                    .table_name(&self.tables.rooms)
+                    .key("roomId", s(&room_id))
+                    .update_expression("ADD memberCount :minus, memberEpoch :one")
+                    .condition_expression("memberCount > :zero")
+                    .expression_attribute_values(":minus", n(-1))
+                    .expression_attribute_values(":one", n(1))
+                    .expression_attribute_values(":zero", n(0))
+                    .build()
+                    .map_err(dynamo_error)?;
+                request =
+                    request.transact_items(TransactWriteItem::builder().update(count).build());
+            }
+            let e = match request.send().await {
+                Ok(_) => return Ok(Some(connection)),
+                Err(e) => e,
+            };
+            match cancelled_conditions(&e).as_deref() {
+                // Another caller closed it first.
+                Some([true, ..]) => return Ok(None),
+                // The peer id is no longer this connection's (taken over, or gone): the
+                // connection record alone goes.
+                Some([false, true, ..]) => {
+                    connection.membership = None;
+                    return Ok(self
+                        .delete_connection(connection_id)
+                        .await?
+                        .then_some(connection));
+                }
+                // The count cannot be lowered (no count, a room gone): without it. A count too
+                // high is corrected by the next join that finds the room full.
+                Some(_) if counted => counted = false,
+                Some(_) => return Err(dynamo_error(e)),
+                None => match dynamo_error(e) {
+                    StoreError::Unavailable(_) if attempt + 1 < WRITE_ATTEMPTS => {
+                        back_off(attempt).await;
+                        attempt += 1;
+                    }
+                    error => return Err(error),
+                },
+            }
+        }
+    }
+
+    /// Deletes a connection record; false when it was already gone.
+    async fn delete_connection(&self, connection_id: &str) -> Result<bool, StoreError> {
         let out = self
             .client
             .delete_item()
@@ -448,104 +544,7 @@ impl Store {
             .send()
             .await
             .map_err(dynamo_error)?;
-        let Some(item) = out.attributes() else {
-            return Ok(None);
-        };
-        let mut connection = Connection::from_item(item)?;
-        if let Some((room_id, peer_id, role)) = &connection.membership {
-            let removed = match role {
-                Role::Client => {
-                    self.remove_counted_member(room_id, peer_id, connection_id)
-                        .await?
-                }
-                _ => self.remove_member(room_id, peer_id, connection_id).await?,
-            };
-            if !removed {
-                // The peer id has since been taken over by another connection: this one no
-                // longer speaks for it.
-                connection.membership = None;
-            }
-        }
-        Ok(Some(connection))
-    }
-
-    /// Deletes a member item if it is still `connection_id`'s; false when it is not.
-    async fn remove_member(
-        &self,
-        room_id: &str,
-        peer_id: &str,
-        connection_id: &str,
-    ) -> Result<bool, StoreError> {
-        let result = self
-            .client
-            .delete_item()
-            .table_name(&self.tables.members)
-            .key("roomId", s(room_id))
-            .key("peerId", s(peer_id))
-            .condition_expression("connectionId = :conn")
-            .expression_attribute_values(":conn", s(connection_id))
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(e) if condition_failed(&e) => Ok(false),
-            Err(e) => Err(dynamo_error(e)),
-        }
-    }
-
-    /// Deletes a client's member item and lowers its room's count in one transaction (never
-    /// below 0). Where the count cannot be lowered (no count, a room gone, conflicts that
-    /// persist) the member is deleted alone: a count too high is corrected by the next join
-    /// that finds the room full.
-    async fn remove_counted_member(
-        &self,
-        room_id: &str,
-        peer_id: &str,
-        connection_id: &str,
-    ) -> Result<bool, StoreError> {
-        for attempt in 0..WRITE_ATTEMPTS {
-            let delete = Delete::builder()
-                .table_name(&self.tables.members)
-                .key("roomId", s(room_id))
-                .key("peerId", s(peer_id))
-                .condition_expression("connectionId = :conn")
-                .expression_attribute_values(":conn", s(connection_id))
-                .build()
-                .map_err(dynamo_error)?;
-            let count = Update::builder()
-                .table_name(&self.tables.rooms)
-                .key("roomId", s(room_id))
-                .update_expression("ADD memberCount :minus, memberEpoch :one")
-                .condition_expression("memberCount > :zero")
-                .expression_attribute_values(":minus", n(-1))
-                .expression_attribute_values(":one", n(1))
-                .expression_attribute_values(":zero", n(0))
-                .build()
-                .map_err(dynamo_error)?;
-            let result = self
-                .client
-                .transact_write_items()
-                .transact_items(TransactWriteItem::builder().delete(delete).build())
-                .transact_items(TransactWriteItem::builder().update(count).build())
-                .send()
-                .await;
-            let e = match result {
-                Ok(_) => return Ok(true),
-                Err(e) => e,
-            };
-            match cancelled_conditions(&e) {
-                Some(failed) if failed.first() == Some(&true) => return Ok(false),
-                Some(_) => break,
-                None => match dynamo_error(e) {
-                    StoreError::Unavailable(_) if attempt + 1 < WRITE_ATTEMPTS => {
-                        back_off(attempt).await
-                    }
-                    StoreError::Unavailable(_) => break,
-                    error => return Err(error),
-                },
-            }
-        }
-        self.remove_member(room_id, peer_id, connection_id).await
+        Ok(out.attributes().is_some())
     }
 }
 

@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# Fuzzes the HTTP API with schemathesis against a running switchboard-local, driven by
+# docs/openapi.yaml: every documented route, with valid keys and without, checking that no
+# answer is a 5xx, that every status is documented and every body matches its schema.
+# Bounded and seeded: FUZZ_EXAMPLES (default 25) examples per operation and phase,
+# FUZZ_SEED (default 20260501). A longer run: FUZZ_EXAMPLES=500 scripts/fuzz.sh
+#
+# Installs schemathesis into $SWITCHBOARD_CACHE_DIR/fuzz-venv on first use; later runs reuse it.
+# SWITCHBOARD_LOCAL_BIN: a switchboard-local binary to fuzz instead of building one.
+set -euo pipefail
+
+repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$repo_root"
+cache="${SWITCHBOARD_CACHE_DIR:-$repo_root/.cache}"
+mkdir -p "$cache"
+cache="$(cd "$cache" && pwd)"
+venv="$cache/fuzz-venv"
+examples="${FUZZ_EXAMPLES:-25}"
+seed="${FUZZ_SEED:-20260501}"
+
+if [[ ! -x "$venv/bin/schemathesis" ]]; then
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet --upgrade pip
+    "$venv/bin/pip" install --quiet "schemathesis>=4.32,<5"
+fi
+
+work="$(mktemp -d)"
+stack_pid=""
+cleanup() {
+    if [[ -n "$stack_pid" ]] && kill -0 "$stack_pid" 2>/dev/null; then
+        kill -TERM "$stack_pid" 2>/dev/null || true
+        wait "$stack_pid" 2>/dev/null || true
+    fi
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+# The binary, copied aside: a shared target directory may be rebuilt under us.
+binary="${SWITCHBOARD_LOCAL_BIN:-}"
+if [[ -z "$binary" ]]; then
+    cargo build --quiet --bin switchboard-local
+    target="${CARGO_TARGET_DIR:-$repo_root/target}"
+    cp "$target/debug/switchboard-local" "$work/switchboard-local"
+    binary="$work/switchboard-local"
+fi
+
+# Operations documented ahead of their routes (x-switchboard-pending) are not served yet.
+"$venv/bin/python" - "$repo_root/docs/openapi.yaml" "$work/openapi.yaml" <<'EOF'
+import sys, yaml
+doc = yaml.safe_load(open(sys.argv[1]))
+for path in list(doc["paths"]):
+    item = doc["paths"][path]
+    for method in [m for m, op in item.items() if isinstance(op, dict) and op.get("x-switchboard-pending")]:
+        del item[method]
+    if not any(isinstance(op, dict) and "responses" in op for op in item.values()):
+        del doc["paths"][path]
+yaml.safe_dump(doc, open(sys.argv[2], "w"), sort_keys=False)
+EOF
+
+free_port() { "$venv/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+operator_key="fuzz-operator-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')"
+host_key="fuzz-host-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')"
+SWITCHBOARD_OPERATOR_KEYS="$operator_key" SWITCHBOARD_HOST_KEYS="$host_key" \
+SWITCHBOARD_TURN_SECRET="fuzz-turn-secret" \
+SWITCHBOARD_TURN_URLS="turn:127.0.0.1:3478?transport=udp" SWITCHBOARD_STUN_URLS="stun:127.0.0.1:3478" \
+SWITCHBOARD_START_TIMEOUT_SECONDS=5 \
+    "$binary" --http-port "$(free_port)" --ws-port "$(free_port)" --ecs-port "$(free_port)" \
+    --sweep-interval-seconds 2 --table-prefix fuzz- >"$work/stack.out" 2>"$work/stack.err" &
+# Rooms the fuzzer creates never get an SFU: the sweeper ends them after 5 s, as it would
+# deployed after SWITCHBOARD_START_TIMEOUT_SECONDS, so a long run does not exhaust the local
+# ECS endpoint's task addresses (which would rightly be answered 503).
+stack_pid=$!
+for _ in $(seq 1 1200); do
+    grep -q '^ready ' "$work/stack.out" && break
+    kill -0 "$stack_pid" 2>/dev/null || { cat "$work/stack.err" >&2; echo "fuzz: switchboard-local exited" >&2; exit 1; }
+    sleep 0.1
+done
+http_url="$(sed -n 's/^ready http=\([^ ]*\).*/\1/p' "$work/stack.out")"
+[[ -n "$http_url" ]] || { echo "fuzz: switchboard-local printed no ready line" >&2; exit 1; }
+
+# Keys per security scheme of the document.
+cat >"$work/with-keys.toml" <<EOF
+[auth.openapi.operatorKey]
+bearer = "$operator_key"
+[auth.openapi.hostKey]
+bearer = "$host_key"
+EOF
+: >"$work/without-keys.toml"
+
+status=0
+cd "$work" # schemathesis keeps its working files in the current directory
+for run in with-keys without-keys; do
+    echo "== schemathesis ($run): FUZZ_SEED=$seed FUZZ_EXAMPLES=$examples against $http_url"
+    started=$(date +%s)
+    "$venv/bin/schemathesis" --config-file "$work/$run.toml" run "$work/openapi.yaml" \
+        --url "$http_url" \
+        --checks not_a_server_error,status_code_conformance,response_schema_conformance,content_type_conformance \
+        --phases examples,coverage,fuzzing,stateful \
+        --max-examples "$examples" --seed "$seed" --generation-database none \
+        --workers 2 --request-timeout 20 --no-color --warnings off \
+        || status=$?
+    echo "== schemathesis ($run): $(( $(date +%s) - started ))s"
+done
+if [[ "$status" -ne 0 ]]; then
+    echo "fuzz: the stack's log:" >&2
+    tail -n 40 "$work/stack.err" >&2
+fi
+exit "$status"
