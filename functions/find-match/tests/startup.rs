@@ -6,13 +6,13 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const TABLES: [&str; 5] = [
-    "SWITCHBOARD_ROOMS_TABLE",
-    "SWITCHBOARD_PATHS_TABLE",
-    "SWITCHBOARD_HOSTS_TABLE",
-    "SWITCHBOARD_CONNECTIONS_TABLE",
-    "SWITCHBOARD_MEMBERS_TABLE",
-];
+/// Every table variable the configuration requires.
+fn tables() -> Vec<&'static str> {
+    switchboard::config::Tables::VARIABLES
+        .iter()
+        .map(|(_, variable)| *variable)
+        .collect()
+}
 
 /// Runs the function's binary with only `vars` set; returns its exit code and stderr.
 fn run(vars: &[(&str, &str)]) -> (Option<i32>, String) {
@@ -42,7 +42,7 @@ fn run(vars: &[(&str, &str)]) -> (Option<i32>, String) {
 }
 
 fn with_tables(extra: &[(&'static str, &'static str)]) -> Vec<(&'static str, &'static str)> {
-    let mut vars: Vec<(&str, &str)> = TABLES.iter().map(|t| (*t, "table")).collect();
+    let mut vars: Vec<(&str, &str)> = tables().into_iter().map(|t| (t, "table")).collect();
     vars.extend_from_slice(extra);
     vars
 }
