@@ -199,7 +199,7 @@ fn each_functions_policy_grants_exactly_what_it_calls() {
     // membership go (with its room's member count), and a serving peer's room starts its
     // reconnect grace.
     let cleanup: &[(&str, &[&str])] = &[
-        ("ConnectionsTable", &["DeleteItem"]),
+        ("ConnectionsTable", &["GetItem", "DeleteItem"]),
         ("MembersTable", &["DeleteItem"]),
         ("RoomsTable", &["GetItem", "UpdateItem"]),
     ];
@@ -252,7 +252,7 @@ fn each_functions_policy_grants_exactly_what_it_calls() {
     let ending: &[(&str, &[&str])] = &[
         ("RoomsTable", &["GetItem", "UpdateItem", "DeleteItem"]),
         ("MembersTable", &["Query", "DeleteItem"]),
-        ("ConnectionsTable", &["DeleteItem"]),
+        ("ConnectionsTable", &["GetItem", "DeleteItem"]),
     ];
     let expected: Vec<(&str, Vec<String>)> = vec![
         (
