@@ -23,7 +23,11 @@ async fn answer(deps: &Deps, event: &ApiGatewayWebsocketProxyRequest) -> Result<
     let frame = parse_frame(event)?;
     match frame.get("action").and_then(Value::as_str) {
         Some("ping") => {
-            deps.store.keep_alive(connection).await?;
+            // The pong is about the socket; during a DynamoDB outage it still answers, and the
+            // records keep the life the last ping or identify gave them (2 h 10 min).
+            if let Err(e) = deps.store.keep_alive(connection).await {
+                tracing::warn!(error = %e, "ping could not refresh the connection's records");
+            }
             send(
                 deps,
                 &event.request_context,
