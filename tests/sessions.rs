@@ -650,3 +650,31 @@ async fn a_location_in_another_region_runs_its_task_there() {
         "RunTask went to each location's region"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_id_is_free_again_once_its_session_ended() {
+    let dir = events_dir();
+    let t = TestStack::start_with(sessions_stack(&dir, 0)).await;
+    let id = uuid::Uuid::new_v4().to_string();
+    let first = json!({ "image": GAME, "location": "local", "id": id });
+    assert_eq!(post_session(&t, first).await.0, 201);
+    assert_eq!(
+        t.call(
+            "DELETE",
+            &format!("/session/{id}"),
+            None,
+            Some(OPERATOR_KEY)
+        )
+        .await
+        .0,
+        200
+    );
+    // The same id with another request: a new session, not a conflict with the ended one.
+    let again = json!({ "image": GAME, "location": "local", "id": id, "env": { "MAP": "b" } });
+    let (status, body) = post_session(&t, again).await;
+    assert_eq!(
+        (status, body["id"].as_str()),
+        (201, Some(id.as_str())),
+        "{body}"
+    );
+}

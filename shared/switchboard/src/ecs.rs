@@ -78,8 +78,10 @@ where
     }
 }
 
-/// One task launch: the server it is for (`startedBy`, and the idempotency token, so a
-/// retried RunTask never starts a second task) and its container environment.
+/// One task launch: the server it is for (`startedBy`) and its container environment. Each
+/// launch has its own idempotency token, which the SDK's retries of that one RunTask reuse, so
+/// a retried RunTask never starts a second task; a later launch for the same id (a session id
+/// a caller reuses after its session ended) is a new request, not a conflicting repeat.
 pub struct Launch<'a> {
     pub server_id: &'a str,
     pub environment: &'a [(&'a str, String)],
@@ -133,7 +135,7 @@ pub async fn run_task(
                 .build(),
         )
         .started_by(launch.server_id)
-        .client_token(launch.server_id)
+        .client_token(uuid::Uuid::new_v4().to_string())
         .send()
         .await
         .map_err(|e| {
