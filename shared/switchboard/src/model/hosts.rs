@@ -14,7 +14,11 @@ use super::{EXPIRES_AT, Store};
 use crate::error::{StoreError, dynamo_error};
 
 const IDLE_INDEX: &str = "IdleHosts";
-const MATCH_CANDIDATES: i32 = 16;
+/// Hosts one match reads: the same for a pool of 10 and of 100,000 (`scripts/bench.sh`).
+const MATCH_CANDIDATES: i32 = 10;
+/// A round that lost every race reads twice as many the next time, up to this: concurrent
+/// matches then spread over more hosts instead of fighting over the same few.
+const MAX_MATCH_CANDIDATES: i32 = 160;
 const MATCH_ROUNDS: usize = 8;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -232,11 +236,12 @@ impl Store {
     ) -> Result<MatchOutcome, StoreError> {
         let mut outcome = MatchOutcome::default();
         let mut regions = regions.to_vec();
+        let mut limit = MATCH_CANDIDATES;
         for _ in 0..MATCH_ROUNDS {
             regions.shuffle(&mut rand::rng());
             let mut saw_candidates = false;
             for region in &regions {
-                let mut candidates = self.idle_hosts(region, &mut outcome).await?;
+                let mut candidates = self.idle_hosts(region, limit, &mut outcome).await?;
                 saw_candidates |= !candidates.is_empty();
                 candidates.shuffle(&mut rand::rng());
                 for host_id in candidates {
@@ -252,6 +257,8 @@ impl Store {
             if !saw_candidates {
                 break;
             }
+            // Every candidate was taken by a concurrent match: look wider.
+            limit = (limit * 2).min(MAX_MATCH_CANDIDATES);
         }
         Ok(outcome)
     }
@@ -259,6 +266,7 @@ impl Store {
     async fn idle_hosts(
         &self,
         region: &str,
+        limit: i32,
         outcome: &mut MatchOutcome,
     ) -> Result<Vec<String>, StoreError> {
         let out = self
@@ -271,7 +279,7 @@ impl Store {
             .expression_attribute_values(":now", n(self.clock.now()))
             // Freshest first: the hosts furthest from expiring are the ones worth handing out.
             .scan_index_forward(false)
-            .limit(MATCH_CANDIDATES)
+            .limit(limit)
             .return_consumed_capacity(ReturnConsumedCapacity::Total)
             .send()
             .await
