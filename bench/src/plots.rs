@@ -50,12 +50,14 @@ fn log_chart(path: &Path, title: &str, y_label: &str, lines: &[Series]) -> Resul
             }
         })
         .draw()?;
-    for (name, color, data) in lines {
+    // Last to first, the second series wider: where two coincide, both stay visible.
+    for (i, (name, color, data)) in lines.iter().enumerate().rev() {
         let color = *color;
+        let width = if i == 1 { 6 } else { 2 };
         chart
-            .draw_series(LineSeries::new(data.iter().copied(), color.stroke_width(2)))?
+            .draw_series(LineSeries::new(data.iter().copied(), color.mix(if i == 1 { 0.6 } else { 1.0 }).stroke_width(width)))?
             .label(*name)
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(width)));
         chart.draw_series(data.iter().map(|p| Circle::new(*p, 4, color.filled())))?;
     }
     chart
