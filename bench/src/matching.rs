@@ -138,12 +138,14 @@ async fn check_shapes(env: &Env, b: &Bench) -> Result<(), Error> {
         .key("hostId", s("shape-host"))
         .send()
         .await?;
-    env.direct
-        .delete_item()
-        .table_name(&b.tables().rooms)
-        .key("roomId", s(room_id))
-        .send()
-        .await?;
+    for room in [room_id.as_str(), "shape-room"] {
+        env.direct
+            .delete_item()
+            .table_name(&b.tables().rooms)
+            .key("roomId", s(room))
+            .send()
+            .await?;
+    }
     Ok(())
 }
 

@@ -365,7 +365,8 @@ pub fn render(m: &Map<String, Value>, goals: &[Goal], plots: &Path) -> String {
         o,
         "A match is one Query of the sparse `IdleHosts` index (live idle hosts of one region, \
          freshest first, `Limit` {}) and one conditional update; a claim one read of the path, one \
-         Query of `ReadyRooms` and one transaction. Both read at most their query's limit, however \
+         Query of `ReadyRooms`, one transaction (path and room), and one read of the room for the \
+         warm-pool slot it vacated. Both read at most their query's limit, however \
          large the pool. The Arbiter-style claim reads the whole table every time, so its items read \
          grow with the pool ({}× from the smallest to the largest pool here).\n",
         v("find_match_items_read_max"),

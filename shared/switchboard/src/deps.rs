@@ -53,8 +53,17 @@ impl Deps {
 
     /// As deployed: configuration and endpoints from the environment, the system clock.
     pub async fn from_env() -> Result<Self, ConfigError> {
-        let config = Config::from_env()?;
-        let sdk = aws_config::load_from_env().await;
+        let vars: std::collections::HashMap<String, String> = std::env::vars().collect();
+        let config = Config::from_vars(&vars)?;
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+        // Compiled-in roots instead of the system's CA store, read and parsed at init.
+        match crate::tls::https_client(crate::tls::trust_store(
+            crate::tls::aws_endpoints_only(&vars),
+        )) {
+            Ok(client) => loader = loader.http_client(client),
+            Err(e) => tracing::warn!(error = %e, "using the SDK's default HTTPS client"),
+        }
+        let sdk = loader.load().await;
         Ok(Self::new(
             config,
             Clock::system(),

@@ -10,6 +10,7 @@ pub mod lifecycle;
 pub mod model;
 pub mod signaling;
 pub mod sockets;
+pub mod tls;
 pub mod turn;
 pub mod validate;
 
