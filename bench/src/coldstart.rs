@@ -109,7 +109,11 @@ async fn start_once(program: &Path, args: &[String]) -> Result<Duration, Error> 
         let elapsed = started.elapsed();
         let line = String::from_utf8_lossy(&request);
         if !line.starts_with("GET /2018-06-01/runtime/invocation/next") {
-            return Err(format!("unexpected first request: {}", line.lines().next().unwrap_or("")).into());
+            return Err(format!(
+                "unexpected first request: {}",
+                line.lines().next().unwrap_or("")
+            )
+            .into());
         }
         Ok(elapsed)
     };

@@ -184,11 +184,8 @@ pub const FRAME_WAIT: Duration = Duration::from_secs(15);
 
 impl Peer {
     pub async fn connect(url: &str) -> Result<Self, Error> {
-        let (socket, _) = tokio::time::timeout(
-            FRAME_WAIT,
-            tokio_tungstenite::connect_async(url),
-        )
-        .await??;
+        let (socket, _) =
+            tokio::time::timeout(FRAME_WAIT, tokio_tungstenite::connect_async(url)).await??;
         Ok(Self { socket })
     }
 

@@ -48,7 +48,10 @@ fn parse_args() -> Result<Args, String> {
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
-        let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value\n{USAGE}"));
+        let mut value = || {
+            it.next()
+                .ok_or_else(|| format!("{flag} needs a value\n{USAGE}"))
+        };
         match flag.as_str() {
             "--quick" => args.quick = true,
             "--out" => args.out = Some(value()?.into()),
@@ -57,7 +60,8 @@ fn parse_args() -> Result<Args, String> {
             "--bootstraps" => args.bootstraps = Some(value()?.into()),
             "--render" => args.render = Some(value()?.into()),
             "--build-seconds" => {
-                args.build_seconds = Some(value()?.parse().map_err(|_| "--build-seconds: a number")?)
+                args.build_seconds =
+                    Some(value()?.parse().map_err(|_| "--build-seconds: a number")?)
             }
             _ => return Err(USAGE.to_string()),
         }
@@ -115,7 +119,10 @@ async fn run(args: &Args) -> Result<Map<String, Value>, Error> {
     let mut m = Map::new();
     put(&mut m, "mode", if args.quick { "quick" } else { "full" });
     let env = Env::start().await?;
-    eprintln!("DynamoDB Local up in {:.1} s", begun.elapsed().as_secs_f64());
+    eprintln!(
+        "DynamoDB Local up in {:.1} s",
+        begun.elapsed().as_secs_f64()
+    );
 
     // Match and claim cost against growing pools, and the Arbiter-style baseline.
     let phase = Instant::now();
@@ -129,23 +136,33 @@ async fn run(args: &Args) -> Result<Map<String, Value>, Error> {
     let pools = matching::pools(&env, sizes, samples, if args.quick { 2 } else { 3 }).await?;
     let first = |v: &[matching::PoolPoint]| v.first().cloned().unwrap_or_default();
     let last = |v: &[matching::PoolPoint]| v.last().cloned().unwrap_or_default();
-    let calls_per_match = pools
-        .find_match
-        .iter()
-        .map(|p| p.calls)
-        .fold(0.0, f64::max);
+    let calls_per_match = pools.find_match.iter().map(|p| p.calls).fold(0.0, f64::max);
     put(&mut m, "find_match_calls_per_match", round(calls_per_match));
-    put(&mut m, "find_match_items_read_10", round(first(&pools.find_match).items));
-    put(&mut m, "find_match_items_read_max", round(last(&pools.find_match).items));
+    put(
+        &mut m,
+        "find_match_items_read_10",
+        round(first(&pools.find_match).items),
+    );
+    put(
+        &mut m,
+        "find_match_items_read_max",
+        round(last(&pools.find_match).items),
+    );
     put(
         &mut m,
         "find_match_items_read_ratio",
-        ratio(last(&pools.find_match).items, first(&pools.find_match).items),
+        ratio(
+            last(&pools.find_match).items,
+            first(&pools.find_match).items,
+        ),
     );
     put(
         &mut m,
         "find_match_p50_ratio",
-        ratio(last(&pools.find_match).p50_ms, first(&pools.find_match).p50_ms),
+        ratio(
+            last(&pools.find_match).p50_ms,
+            first(&pools.find_match).p50_ms,
+        ),
     );
     put(
         &mut m,
@@ -165,7 +182,11 @@ async fn run(args: &Args) -> Result<Map<String, Value>, Error> {
     put(
         &mut m,
         "pools",
-        sizes.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(","),
+        sizes
+            .iter()
+            .map(|s| s.to_string())
+            .collect::<Vec<_>>()
+            .join(","),
     );
     for (prefix, points) in [
         ("find_match", &pools.find_match),
@@ -173,13 +194,33 @@ async fn run(args: &Args) -> Result<Map<String, Value>, Error> {
         ("arbiter_scan", &pools.arbiter),
     ] {
         for p in points.iter() {
-            put(&mut m, &format!("{prefix}_items_read_pool_{}", p.pool), round(p.items));
-            put(&mut m, &format!("{prefix}_calls_pool_{}", p.pool), round(p.calls));
-            put(&mut m, &format!("{prefix}_p50_ms_pool_{}", p.pool), round(p.p50_ms));
-            put(&mut m, &format!("{prefix}_samples_pool_{}", p.pool), p.samples);
+            put(
+                &mut m,
+                &format!("{prefix}_items_read_pool_{}", p.pool),
+                round(p.items),
+            );
+            put(
+                &mut m,
+                &format!("{prefix}_calls_pool_{}", p.pool),
+                round(p.calls),
+            );
+            put(
+                &mut m,
+                &format!("{prefix}_p50_ms_pool_{}", p.pool),
+                round(p.p50_ms),
+            );
+            put(
+                &mut m,
+                &format!("{prefix}_samples_pool_{}", p.pool),
+                p.samples,
+            );
         }
     }
-    put(&mut m, "seconds_pools", round(phase.elapsed().as_secs_f64()));
+    put(
+        &mut m,
+        "seconds_pools",
+        round(phase.elapsed().as_secs_f64()),
+    );
 
     // Signaling cost.
     let phase = Instant::now();
@@ -195,7 +236,11 @@ async fn run(args: &Args) -> Result<Map<String, Value>, Error> {
     );
     put(&mut m, "handshake_other_connections", hs.other_connections);
     put(&mut m, "depart_posts_50", hs.depart_posts_50);
-    put(&mut m, "seconds_signaling", round(phase.elapsed().as_secs_f64()));
+    put(
+        &mut m,
+        "seconds_signaling",
+        round(phase.elapsed().as_secs_f64()),
+    );
 
     // Contention.
     let phase = Instant::now();
@@ -203,13 +248,21 @@ async fn run(args: &Args) -> Result<Map<String, Value>, Error> {
     eprintln!("contention: {allocators} allocators, {hosts} hosts");
     let c = matching::contention(&env, allocators, hosts).await?;
     eprintln!("  {c:?}");
-    put(&mut m, "contention_double_allocations", c.double_allocations);
+    put(
+        &mut m,
+        "contention_double_allocations",
+        c.double_allocations,
+    );
     put(
         &mut m,
         "contention_failure_rate",
         round(c.failures as f64 / c.requests.max(1) as f64),
     );
-    put(&mut m, "contention_retries_per_success", round(c.retries_per_success));
+    put(
+        &mut m,
+        "contention_retries_per_success",
+        round(c.retries_per_success),
+    );
     put(&mut m, "contention_allocators", c.allocators);
     put(&mut m, "contention_hosts", c.hosts);
     put(&mut m, "contention_requests", c.requests);
@@ -230,7 +283,11 @@ async fn run(args: &Args) -> Result<Map<String, Value>, Error> {
     put(&mut m, "claim_seconds", round(cc.seconds));
     put(&mut m, "claim_rooms", cc.rooms);
     put(&mut m, "claim_statuses", statuses(&cc.statuses));
-    put(&mut m, "seconds_contention", round(phase.elapsed().as_secs_f64()));
+    put(
+        &mut m,
+        "seconds_contention",
+        round(phase.elapsed().as_secs_f64()),
+    );
 
     // Relay latency.
     let phase = Instant::now();
@@ -240,11 +297,19 @@ async fn run(args: &Args) -> Result<Map<String, Value>, Error> {
     let (direct_p50, direct_p99) = signaling::summary(&relay.direct);
     put(&mut m, "relay_p50_ms", round(relay_p50));
     put(&mut m, "relay_p99_ms", round(relay_p99));
-    put(&mut m, "relay_ratio_vs_direct", ratio(relay_p50, direct_p50));
+    put(
+        &mut m,
+        "relay_ratio_vs_direct",
+        ratio(relay_p50, direct_p50),
+    );
     put(&mut m, "direct_p50_ms", round(direct_p50));
     put(&mut m, "direct_p99_ms", round(direct_p99));
     put(&mut m, "relay_frames", relay.relay.len());
-    put(&mut m, "seconds_relay", round(phase.elapsed().as_secs_f64()));
+    put(
+        &mut m,
+        "seconds_relay",
+        round(phase.elapsed().as_secs_f64()),
+    );
 
     // Cold start: only with release binaries (full mode).
     let cold_names = [
@@ -267,7 +332,11 @@ async fn run(args: &Args) -> Result<Map<String, Value>, Error> {
                 .max_by(|a, b| a.init_ms.total_cmp(&b.init_ms))
                 .ok_or("no functions")?;
             let largest = cold.functions().map(|b| b.size_bytes).max().unwrap_or(0);
-            put(&mut m, "init_ratio_vs_hello", ratio(worst.init_ms, hello.init_ms));
+            put(
+                &mut m,
+                "init_ratio_vs_hello",
+                ratio(worst.init_ms, hello.init_ms),
+            );
             put(
                 &mut m,
                 "init_network_calls",
@@ -290,7 +359,11 @@ async fn run(args: &Args) -> Result<Map<String, Value>, Error> {
                 put(&mut m, &format!("init_network_{}", b.name), b.network_calls);
                 put(&mut m, &format!("bootstrap_bytes_{}", b.name), b.size_bytes);
             }
-            put(&mut m, "seconds_cold_start", round(phase.elapsed().as_secs_f64()));
+            put(
+                &mut m,
+                "seconds_cold_start",
+                round(phase.elapsed().as_secs_f64()),
+            );
         }
         _ => {
             for name in cold_names {
@@ -307,7 +380,11 @@ async fn run(args: &Args) -> Result<Map<String, Value>, Error> {
     put(&mut m, "session_warm_p50_ms", Value::Null);
     put(&mut m, "session_warm_p99_ms", Value::Null);
 
-    put(&mut m, "seconds_total", round(begun.elapsed().as_secs_f64()));
+    put(
+        &mut m,
+        "seconds_total",
+        round(begun.elapsed().as_secs_f64()),
+    );
     for (k, v) in report::machine() {
         put(&mut m, &k, v);
     }
@@ -344,7 +421,8 @@ async fn main() -> ExitCode {
         }
     };
     if let Some(out) = &args.out {
-        let text = serde_json::to_string_pretty(&Value::Object(metrics.clone())).unwrap_or_default();
+        let text =
+            serde_json::to_string_pretty(&Value::Object(metrics.clone())).unwrap_or_default();
         if let Err(e) = std::fs::write(out, text + "\n") {
             eprintln!("{}: {e}", out.display());
             return ExitCode::FAILURE;
@@ -365,7 +443,11 @@ async fn main() -> ExitCode {
             "{:>8}  {}{}",
             g.verdict(),
             g.text,
-            if g.counted { "" } else { " (timing: reported, not asserted)" }
+            if g.counted {
+                ""
+            } else {
+                " (timing: reported, not asserted)"
+            }
         );
         if g.counted && g.met == Some(false) {
             missed += 1;

@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use serde_json::json;
 
-use crate::common::{Bench, Env, Error, HOST_KEY, Item, OPERATOR_KEY, median, millis, n, quantile, s};
+use crate::common::{
+    Bench, Env, Error, HOST_KEY, Item, OPERATOR_KEY, median, millis, n, quantile, s,
+};
 
 const REGION: &str = "local";
 
@@ -102,7 +104,9 @@ async fn check_shapes(env: &Env, b: &Bench) -> Result<(), Error> {
         )
         .into());
     }
-    let (status, body) = b.call("PUT", "/createRoom", None, Some(OPERATOR_KEY)).await?;
+    let (status, body) = b
+        .call("PUT", "/createRoom", None, Some(OPERATOR_KEY))
+        .await?;
     if status != 200 {
         return Err(format!("createRoom: {status} {body}").into());
     }
@@ -228,7 +232,12 @@ async fn find_match_point(
         let before = b.counts();
         let started = Instant::now();
         let (status, body) = b
-            .call("POST", "/api/find-match", Some(json!({"region": REGION})), None)
+            .call(
+                "POST",
+                "/api/find-match",
+                Some(json!({"region": REGION})),
+                None,
+            )
             .await?;
         let elapsed = started.elapsed();
         let cost = b.counts().since(&before);
@@ -430,12 +439,15 @@ pub async fn contention(env: &Env, allocators: usize, hosts: usize) -> Result<Co
                         break;
                     }
                     let outcome = b
-                        .call("POST", "/api/find-match", Some(json!({"region": REGION})), None)
+                        .call(
+                            "POST",
+                            "/api/find-match",
+                            Some(json!({"region": REGION})),
+                            None,
+                        )
                         .await;
                     seen.push(match outcome {
-                        Ok((status, body)) => {
-                            (status, body["roomId"].as_str().map(String::from))
-                        }
+                        Ok((status, body)) => (status, body["roomId"].as_str().map(String::from)),
                         Err(_) => (0, None),
                     });
                 }
@@ -462,7 +474,12 @@ pub async fn contention(env: &Env, allocators: usize, hosts: usize) -> Result<Co
     if successes == hosts {
         for _ in 0..allocators {
             let (status, _) = b
-                .call("POST", "/api/find-match", Some(json!({"region": REGION})), None)
+                .call(
+                    "POST",
+                    "/api/find-match",
+                    Some(json!({"region": REGION})),
+                    None,
+                )
                 .await?;
             honest += usize::from(status == 404);
         }
@@ -509,31 +526,29 @@ pub async fn claim_contention(
     )
     .await?;
     let started = Instant::now();
-    let results: Vec<(usize, Vec<(u16, Option<String>)>)> =
-        futures_util::stream::iter(0..paths)
-            .map(|p| {
-                let b = &b;
-                async move {
-                    let path = format!("/contended-{p}");
-                    let answers = futures_util::future::join_all((0..per_path).map(|_| {
+    let results: Vec<(usize, Vec<(u16, Option<String>)>)> = futures_util::stream::iter(0..paths)
+        .map(|p| {
+            let b = &b;
+            async move {
+                let path = format!("/contended-{p}");
+                let answers =
+                    futures_util::future::join_all((0..per_path).map(|_| {
                         b.call("PATCH", "/claimRoom", Some(json!({"urlPath": path})), None)
                     }))
                     .await;
-                    let answers = answers
-                        .into_iter()
-                        .map(|r| match r {
-                            Ok((status, body)) => {
-                                (status, body["roomId"].as_str().map(String::from))
-                            }
-                            Err(_) => (0, None),
-                        })
-                        .collect();
-                    (p, answers)
-                }
-            })
-            .buffer_unordered(4)
-            .collect()
-            .await;
+                let answers = answers
+                    .into_iter()
+                    .map(|r| match r {
+                        Ok((status, body)) => (status, body["roomId"].as_str().map(String::from)),
+                        Err(_) => (0, None),
+                    })
+                    .collect();
+                (p, answers)
+            }
+        })
+        .buffer_unordered(4)
+        .collect()
+        .await;
     let seconds = started.elapsed().as_secs_f64();
     let mut statuses = BTreeMap::new();
     let mut paths_of_room: HashMap<String, BTreeSet<usize>> = HashMap::new();

@@ -36,7 +36,10 @@ fn log_chart(path: &Path, title: &str, y_label: &str, lines: &[Series]) -> Resul
         .margin(16)
         .x_label_area_size(44)
         .y_label_area_size(70)
-        .build_cartesian_2d((5.0..x_max).log_scale(), (y_min.max(0.01)..y_max).log_scale())?;
+        .build_cartesian_2d(
+            (5.0..x_max).log_scale(),
+            (y_min.max(0.01)..y_max).log_scale(),
+        )?;
     chart
         .configure_mesh()
         .x_desc("pool size (idle hosts / ready rooms)")
@@ -55,9 +58,16 @@ fn log_chart(path: &Path, title: &str, y_label: &str, lines: &[Series]) -> Resul
         let color = *color;
         let width = if i == 1 { 6 } else { 2 };
         chart
-            .draw_series(LineSeries::new(data.iter().copied(), color.mix(if i == 1 { 0.6 } else { 1.0 }).stroke_width(width)))?
+            .draw_series(LineSeries::new(
+                data.iter().copied(),
+                color
+                    .mix(if i == 1 { 0.6 } else { 1.0 })
+                    .stroke_width(width),
+            ))?
             .label(*name)
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(width)));
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(width))
+            });
         chart.draw_series(data.iter().map(|p| Circle::new(*p, 4, color.filled())))?;
     }
     chart
@@ -80,12 +90,18 @@ fn cold_start_chart(m: &Map<String, Value>, path: &Path) -> Result<(), Error> {
         return Ok(());
     }
     bars.sort_by(|a, b| b.1.total_cmp(&a.1));
-    let hello = m.get("init_ms_bench-hello").and_then(Value::as_f64).unwrap_or(0.0);
+    let hello = m
+        .get("init_ms_bench-hello")
+        .and_then(Value::as_f64)
+        .unwrap_or(0.0);
     let y_max = bars.iter().map(|b| b.1).fold(hello * 1.6, f64::max) * 1.15;
     let root = SVGBackend::new(path, (760, 440)).into_drawing_area();
     root.fill(&WHITE)?;
     let mut chart = ChartBuilder::on(&root)
-        .caption("Init: exec to first Runtime API poll (median)", ("sans-serif", 20))
+        .caption(
+            "Init: exec to first Runtime API poll (median)",
+            ("sans-serif", 20),
+        )
         .margin(16)
         .x_label_area_size(90)
         .y_label_area_size(60)
@@ -142,9 +158,21 @@ pub fn draw(m: &Map<String, Value>, dir: &Path) -> Result<(), Error> {
         "Items DynamoDB examined per claim (ScannedCount)",
         "items read",
         &[
-            ("find-match (IdleHosts query)", BLUE, series(m, &pools, "find_match_items_read")),
-            ("claimRoom (ReadyRooms query)", GREEN, series(m, &pools, "claim_room_items_read")),
-            ("Arbiter-style Scan claim", RED, series(m, &pools, "arbiter_scan_items_read")),
+            (
+                "find-match (IdleHosts query)",
+                BLUE,
+                series(m, &pools, "find_match_items_read"),
+            ),
+            (
+                "claimRoom (ReadyRooms query)",
+                GREEN,
+                series(m, &pools, "claim_room_items_read"),
+            ),
+            (
+                "Arbiter-style Scan claim",
+                RED,
+                series(m, &pools, "arbiter_scan_items_read"),
+            ),
         ],
     )?;
     log_chart(
@@ -154,7 +182,11 @@ pub fn draw(m: &Map<String, Value>, dir: &Path) -> Result<(), Error> {
         &[
             ("find-match", BLUE, series(m, &pools, "find_match_p50_ms")),
             ("claimRoom", GREEN, series(m, &pools, "claim_room_p50_ms")),
-            ("Arbiter-style Scan claim", RED, series(m, &pools, "arbiter_scan_p50_ms")),
+            (
+                "Arbiter-style Scan claim",
+                RED,
+                series(m, &pools, "arbiter_scan_p50_ms"),
+            ),
         ],
     )?;
     cold_start_chart(m, &dir.join("cold_start.svg"))?;

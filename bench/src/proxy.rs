@@ -72,9 +72,7 @@ impl Proxy {
                 .map_err(std::io::Error::other)?,
             counts: Mutex::default(),
         });
-        let app = Router::new()
-            .fallback(forward)
-            .with_state(state.clone());
+        let app = Router::new().fallback(forward).with_state(state.clone());
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });

@@ -85,7 +85,10 @@ pub fn goals(m: &Map<String, Value>) -> Vec<Goal> {
     );
     goal(
         "handshake: the same DynamoDB requests per frame in rooms of 2 and 50",
-        &["handshake_calls_per_frame_2", "handshake_calls_per_frame_50"],
+        &[
+            "handshake_calls_per_frame_2",
+            "handshake_calls_per_frame_50",
+        ],
         true,
         &|v| v[0] == v[1],
     );
@@ -153,7 +156,11 @@ pub fn machine() -> Vec<(String, Value)> {
     let os = read("/etc/os-release")
         .lines()
         .find(|l| l.starts_with("PRETTY_NAME="))
-        .map(|l| l.trim_start_matches("PRETTY_NAME=").trim_matches('"').to_string())
+        .map(|l| {
+            l.trim_start_matches("PRETTY_NAME=")
+                .trim_matches('"')
+                .to_string()
+        })
         .unwrap_or_default();
     let rustc = std::process::Command::new("rustc")
         .arg("--version")
@@ -161,7 +168,14 @@ pub fn machine() -> Vec<(String, Value)> {
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .unwrap_or_default();
     vec![
-        ("machine_cpus".into(), Value::from(std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0))),
+        (
+            "machine_cpus".into(),
+            Value::from(
+                std::thread::available_parallelism()
+                    .map(|n| n.get())
+                    .unwrap_or(0),
+            ),
+        ),
         ("machine_cpu".into(), Value::from(cpu)),
         ("machine_memory_gib".into(), Value::from(memory_gib)),
         ("machine_os".into(), Value::from(os)),
@@ -209,7 +223,11 @@ pub fn render(m: &Map<String, Value>, goals: &[Goal], plots: &Path) -> String {
             o,
             "| {}{} | {} | **{}** |",
             g.text,
-            if g.counted { "" } else { " (timing: reported, not asserted)" },
+            if g.counted {
+                ""
+            } else {
+                " (timing: reported, not asserted)"
+            },
             g.measured,
             g.verdict()
         );
@@ -258,8 +276,14 @@ pub fn render(m: &Map<String, Value>, goals: &[Goal], plots: &Path) -> String {
            go through the HTTP API (medians reported; after each, the host or room is put back, \
            uncounted, so the pool keeps its size).",
         pools.join(", "),
-        v(&format!("find_match_samples_pool_{}", pools.first().map(String::as_str).unwrap_or("10"))),
-        v(&format!("claim_room_samples_pool_{}", pools.first().map(String::as_str).unwrap_or("10"))),
+        v(&format!(
+            "find_match_samples_pool_{}",
+            pools.first().map(String::as_str).unwrap_or("10")
+        )),
+        v(&format!(
+            "claim_room_samples_pool_{}",
+            pools.first().map(String::as_str).unwrap_or("10")
+        )),
     );
     let _ = writeln!(
         o,
@@ -323,7 +347,10 @@ pub fn render(m: &Map<String, Value>, goals: &[Goal], plots: &Path) -> String {
     );
 
     let _ = writeln!(o, "## Match and claim cost against the pool\n");
-    let _ = writeln!(o, "![items read per operation against the pool]({plot_dir}/items_read.svg)\n");
+    let _ = writeln!(
+        o,
+        "![items read per operation against the pool]({plot_dir}/items_read.svg)\n"
+    );
     let _ = writeln!(
         o,
         "| pool | find-match requests | find-match items read | find-match p50 ms | claimRoom requests | claimRoom items read | claimRoom p50 ms | Arbiter Scan items read | Arbiter p50 ms |\n|---|---|---|---|---|---|---|---|---|"
@@ -342,7 +369,10 @@ pub fn render(m: &Map<String, Value>, goals: &[Goal], plots: &Path) -> String {
             v(&format!("arbiter_scan_p50_ms_pool_{p}")),
         );
     }
-    let _ = writeln!(o, "\n![p50 latency against the pool]({plot_dir}/latency.svg)\n");
+    let _ = writeln!(
+        o,
+        "\n![p50 latency against the pool]({plot_dir}/latency.svg)\n"
+    );
     let _ = writeln!(
         o,
         "| metric | value |\n|---|---|\n\

@@ -23,7 +23,9 @@ async fn host_room(b: &Bench, name: &str, clients: usize) -> Result<Room, Error>
         .call(
             "POST",
             "/api/host/heartbeat",
-            Some(json!({"hostId": host_id, "roomId": room_id, "region": "local", "status": "busy"})),
+            Some(
+                json!({"hostId": host_id, "roomId": room_id, "region": "local", "status": "busy"}),
+            ),
             Some(HOST_KEY),
         )
         .await?;

@@ -52,21 +52,25 @@ pub fn trust_store(aws_only: bool) -> TrustStore {
 
 /// The SDK's default HTTPS client (hyper, rustls with aws-lc, proxy settings from the
 /// environment) with `trust` as its roots.
-pub fn https_client(trust: TrustStore) -> Result<SharedHttpClient, aws_smithy_http_client::HttpClientError> {
+pub fn https_client(
+    trust: TrustStore,
+) -> Result<SharedHttpClient, aws_smithy_http_client::HttpClientError> {
     let context = TlsContext::builder().with_trust_store(trust).build()?;
-    Ok(Builder::new().build_with_connector_fn(move |settings, components| {
-        let mut connector = ConnectorBuilder::default()
-            .tls_provider(tls::Provider::Rustls(
-                tls::rustls_provider::CryptoMode::AwsLc,
-            ))
-            .tls_context(context.clone());
-        connector.set_connector_settings(settings.cloned());
-        if let Some(components) = components {
-            connector.set_sleep_impl(components.sleep_impl());
-        }
-        connector.set_proxy_config(Some(ProxyConfig::from_env()));
-        connector.build()
-    }))
+    Ok(
+        Builder::new().build_with_connector_fn(move |settings, components| {
+            let mut connector = ConnectorBuilder::default()
+                .tls_provider(tls::Provider::Rustls(
+                    tls::rustls_provider::CryptoMode::AwsLc,
+                ))
+                .tls_context(context.clone());
+            connector.set_connector_settings(settings.cloned());
+            if let Some(components) = components {
+                connector.set_sleep_impl(components.sleep_impl());
+            }
+            connector.set_proxy_config(Some(ProxyConfig::from_env()));
+            connector.build()
+        }),
+    )
 }
 
 #[cfg(test)]
