@@ -13,6 +13,9 @@ use crate::common::{
 
 const REGION: &str = "local";
 
+/// A request's status and the roomId it was given, if any.
+type Answer = (u16, Option<String>);
+
 /// One pool size's figures.
 #[derive(Clone, Debug, Default)]
 pub struct PoolPoint {
@@ -428,36 +431,35 @@ pub async fn contention(env: &Env, allocators: usize, hosts: usize) -> Result<Co
     let before = b.counts();
     let started = Instant::now();
     let deadline = started + Duration::from_secs(600);
-    let outcomes: Vec<Vec<(u16, Option<String>)>> =
-        futures_util::future::join_all((0..allocators).map(|a| {
-            let b = &b;
-            async move {
-                let mut seen = vec![];
-                let mine = per_allocator.min(hosts.saturating_sub(a * per_allocator));
-                for _ in 0..mine {
-                    if Instant::now() > deadline {
-                        break;
-                    }
-                    let outcome = b
-                        .call(
-                            "POST",
-                            "/api/find-match",
-                            Some(json!({"region": REGION})),
-                            None,
-                        )
-                        .await;
-                    seen.push(match outcome {
-                        Ok((status, body)) => (status, body["roomId"].as_str().map(String::from)),
-                        Err(_) => (0, None),
-                    });
+    let outcomes: Vec<Vec<Answer>> = futures_util::future::join_all((0..allocators).map(|a| {
+        let b = &b;
+        async move {
+            let mut seen = vec![];
+            let mine = per_allocator.min(hosts.saturating_sub(a * per_allocator));
+            for _ in 0..mine {
+                if Instant::now() > deadline {
+                    break;
                 }
-                seen
+                let outcome = b
+                    .call(
+                        "POST",
+                        "/api/find-match",
+                        Some(json!({"region": REGION})),
+                        None,
+                    )
+                    .await;
+                seen.push(match outcome {
+                    Ok((status, body)) => (status, body["roomId"].as_str().map(String::from)),
+                    Err(_) => (0, None),
+                });
             }
-        }))
-        .await;
+            seen
+        }
+    }))
+    .await;
     let seconds = started.elapsed().as_secs_f64();
     let cost = b.counts().since(&before);
-    let outcomes: Vec<(u16, Option<String>)> = outcomes.into_iter().flatten().collect();
+    let outcomes: Vec<Answer> = outcomes.into_iter().flatten().collect();
     let mut statuses = BTreeMap::new();
     let mut rooms: HashMap<String, usize> = HashMap::new();
     for (status, room) in &outcomes {
@@ -526,7 +528,7 @@ pub async fn claim_contention(
     )
     .await?;
     let started = Instant::now();
-    let results: Vec<(usize, Vec<(u16, Option<String>)>)> = futures_util::stream::iter(0..paths)
+    let results: Vec<(usize, Vec<Answer>)> = futures_util::stream::iter(0..paths)
         .map(|p| {
             let b = &b;
             async move {
