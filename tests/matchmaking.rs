@@ -98,7 +98,7 @@ async fn region_filter_and_busy_hosts() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn find_match_hands_out_the_freshest_hosts_first() {
-    // More hosts than one index query reads (16): which end it reads from decides.
+    // More hosts than one index query reads (10): which end it reads from decides.
     let t = TestStack::start().await;
     for i in 0..20 {
         let (status, body) = t
@@ -317,6 +317,43 @@ async fn match_cost_does_not_grow_with_the_pool() {
         crowd_units <= alone_units,
         "capacity grew with the pool: {crowd_units} > {alone_units}"
     );
+}
+
+/// Registers `idle` idle hosts and measures what one match reads.
+async fn idle_pool_cost(idle: usize) -> i64 {
+    let t = TestStack::start().await;
+    let store = t.store();
+    futures_util::stream::iter(0..idle)
+        .map(|i| async move {
+            store
+                .heartbeat(
+                    &format!("idle-{i}"),
+                    &format!("idle-room-{i}"),
+                    "local",
+                    HostStatus::Idle,
+                    30,
+                )
+                .await
+                .expect("register");
+        })
+        .buffer_unordered(32)
+        .collect::<Vec<_>>()
+        .await;
+    let outcome = store
+        .reserve_idle_host(&["local".to_string()], 20)
+        .await
+        .expect("match");
+    assert!(outcome.host.is_some(), "a host is matched");
+    outcome.items_read
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_match_reads_as_many_hosts_from_ten_idle_as_from_a_crowd() {
+    // scripts/bench.sh's goal: items read by a pool of 100,000 ÷ by a pool of 10 ≤ 1.05.
+    let ten = idle_pool_cost(10).await;
+    let crowd = idle_pool_cost(300).await;
+    assert_eq!(ten, 10, "a pool of 10 is read whole");
+    assert_eq!(crowd, ten, "a crowd of idle hosts costs what ten do");
 }
 
 struct Coturn {

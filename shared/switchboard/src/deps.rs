@@ -77,13 +77,171 @@ impl Deps {
 
     /// As deployed: configuration and endpoints from the environment, the system clock.
     pub async fn from_env() -> Result<Self, ConfigError> {
-        let config = Config::from_env()?;
-        let sdk = aws_config::load_from_env().await;
+        let vars: HashMap<String, String> = std::env::vars().collect();
+        let config = Config::from_vars(&vars)?;
+        // Compiled-in roots instead of the system's CA store, read and parsed at init.
+        let http = match crate::tls::https_client(crate::tls::trust_store(
+            crate::tls::aws_endpoints_only(&vars),
+        )) {
+            Ok(client) => Some(client),
+            Err(e) => {
+                tracing::warn!(error = %e, "using the SDK's default HTTPS client");
+                None
+            }
+        };
+        let sdk = match (lambda_environment(&vars), http) {
+            (Some((region, credentials)), Some(http)) => SdkConfig::builder()
+                .behavior_version(aws_config::BehaviorVersion::latest())
+                .region(region)
+                .credentials_provider(aws_sdk_dynamodb::config::SharedCredentialsProvider::new(
+                    credentials,
+                ))
+                .http_client(http)
+                .build(),
+            (_, http) => {
+                let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+                if let Some(http) = http {
+                    loader = loader.http_client(http);
+                }
+                loader.load().await
+            }
+        };
         Ok(Self::new(
             config,
             Clock::system(),
             &sdk,
             Endpoints::default(),
         ))
+    }
+}
+
+/// Variables Lambda itself sets, which the SDK's configuration loader does not act on beyond
+/// region and credentials.
+const LAMBDA_VARIABLES: [&str; 5] = [
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+];
+
+/// As Lambda starts a function: region and the execution role's credentials in the
+/// environment, and nothing else for the SDK's loader to resolve (no endpoint overrides,
+/// profiles, retry or FIPS settings, container credentials). Then the SDK configuration is
+/// built directly from them, without the loader's provider chains and profile files (a third
+/// of a function's init). `None` otherwise: the full loader runs.
+fn lambda_environment(
+    vars: &HashMap<String, String>,
+) -> Option<(aws_config::Region, aws_sdk_dynamodb::config::Credentials)> {
+    let region = vars.get("AWS_REGION").filter(|r| !r.is_empty())?;
+    let credentials = aws_sdk_dynamodb::config::Credentials::new(
+        vars.get("AWS_ACCESS_KEY_ID").filter(|v| !v.is_empty())?,
+        vars.get("AWS_SECRET_ACCESS_KEY")
+            .filter(|v| !v.is_empty())?,
+        vars.get("AWS_SESSION_TOKEN").cloned(),
+        None,
+        "Environment",
+    );
+    let only_lambdas = vars.keys().filter(|k| k.starts_with("AWS_")).all(|k| {
+        LAMBDA_VARIABLES.contains(&k.as_str())
+            || k.starts_with("AWS_LAMBDA_")
+            || k.starts_with("AWS_XRAY_")
+            || k == "AWS_EXECUTION_ENV"
+    });
+    only_lambdas.then(|| (aws_config::Region::new(region.clone()), credentials))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    const LAMBDA: [(&str, &str); 6] = [
+        ("AWS_REGION", "eu-west-1"),
+        ("AWS_ACCESS_KEY_ID", "AKID"),
+        ("AWS_SECRET_ACCESS_KEY", "secret"),
+        ("AWS_SESSION_TOKEN", "token"),
+        ("AWS_LAMBDA_FUNCTION_NAME", "find-match"),
+        ("AWS_EXECUTION_ENV", "AWS_Lambda_rust"),
+    ];
+
+    #[test]
+    fn lambdas_environment_is_read_directly() {
+        let (region, credentials) = lambda_environment(&vars(&LAMBDA)).expect("direct");
+        assert_eq!(region.as_ref(), "eu-west-1");
+        assert_eq!(credentials.access_key_id(), "AKID");
+        assert_eq!(credentials.secret_access_key(), "secret");
+        assert_eq!(credentials.session_token(), Some("token"));
+    }
+
+    /// The directly built configuration signs and sends requests (here to a listener that
+    /// records the first one).
+    #[tokio::test]
+    async fn the_direct_configuration_signs_requests() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (region, credentials) = lambda_environment(&vars(&LAMBDA)).unwrap();
+        let sdk = SdkConfig::builder()
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .region(region)
+            .credentials_provider(aws_sdk_dynamodb::config::SharedCredentialsProvider::new(
+                credentials,
+            ))
+            .build();
+        let client = aws_sdk_dynamodb::Client::from_conf(
+            aws_sdk_dynamodb::config::Builder::from(&sdk)
+                .endpoint_url(url)
+                .build(),
+        );
+        let server = tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut request = vec![0u8; 8192];
+            let read = stream.read(&mut request).await.unwrap();
+            let body = "{}";
+            let reply = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/x-amz-json-1.0\r\ncontent-length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            stream.write_all(reply.as_bytes()).await.unwrap();
+            String::from_utf8_lossy(&request[..read]).to_lowercase()
+        });
+        let _ = client.list_tables().send().await;
+        let request = server.await.unwrap();
+        assert!(
+            request.contains("authorization: aws4-hmac-sha256 credential=akid/"),
+            "{request}"
+        );
+        assert!(request.contains("x-amz-security-token: token"), "{request}");
+        assert!(request.contains("/eu-west-1/dynamodb/"), "{request}");
+    }
+
+    #[test]
+    fn anything_else_for_the_sdk_takes_the_full_loader() {
+        for extra in [
+            ("AWS_ENDPOINT_URL_DYNAMODB", "http://127.0.0.1:8000"),
+            ("AWS_PROFILE", "dev"),
+            ("AWS_MAX_ATTEMPTS", "5"),
+            ("AWS_USE_FIPS_ENDPOINT", "true"),
+            (
+                "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+                "http://127.0.0.1/creds",
+            ),
+        ] {
+            let mut env = vars(&LAMBDA);
+            env.insert(extra.0.into(), extra.1.into());
+            assert!(lambda_environment(&env).is_none(), "{extra:?}");
+        }
+        for missing in ["AWS_REGION", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"] {
+            let mut env = vars(&LAMBDA);
+            env.remove(missing);
+            assert!(lambda_environment(&env).is_none(), "{missing}");
+        }
     }
 }

@@ -12,6 +12,7 @@ pub mod model;
 pub mod sessions;
 pub mod signaling;
 pub mod sockets;
+pub mod tls;
 pub mod turn;
 pub mod validate;
 

@@ -6,6 +6,8 @@
 //! find-match reserves a host by removing it from the index under a condition; a heartbeat
 //! that says `idle` never puts a reserved host back while its lease lasts.
 
+use std::collections::HashMap;
+
 use aws_sdk_dynamodb::types::{ReturnConsumedCapacity, ReturnValue};
 use rand::seq::SliceRandom;
 
@@ -14,7 +16,11 @@ use super::{EXPIRES_AT, Store};
 use crate::error::{StoreError, dynamo_error};
 
 const IDLE_INDEX: &str = "IdleHosts";
-const MATCH_CANDIDATES: i32 = 16;
+/// Hosts one match reads: the same for a pool of 10 and of 100,000 (`scripts/bench.sh`).
+const MATCH_CANDIDATES: i32 = 10;
+/// A round that lost every race reads the next hosts of the index, twice as many, up to this:
+/// concurrent matches then spread down the index instead of fighting over its head.
+const MAX_MATCH_CANDIDATES: i32 = 160;
 const MATCH_ROUNDS: usize = 8;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -228,12 +234,24 @@ impl Store {
     ) -> Result<MatchOutcome, StoreError> {
         let mut outcome = MatchOutcome::default();
         let mut regions = regions.to_vec();
+        let mut limit = MATCH_CANDIDATES;
+        // Per region, where the next read starts: after a lost round, past the hosts it read
+        // (all taken), so that losers move down the index instead of fighting new requests
+        // over its head; from the head again once the end is reached.
+        let mut starts: HashMap<String, Item> = HashMap::new();
         for _ in 0..MATCH_ROUNDS {
             regions.shuffle(&mut rand::rng());
             let mut saw_candidates = false;
             for region in &regions {
-                let mut candidates = self.idle_hosts(region, &mut outcome).await?;
-                saw_candidates |= !candidates.is_empty();
+                let start = starts.remove(region);
+                let from_head = start.is_none();
+                let (mut candidates, next) =
+                    self.idle_hosts(region, limit, start, &mut outcome).await?;
+                // An empty page past the head is the end of the index, not an empty pool.
+                saw_candidates |= !candidates.is_empty() || !from_head;
+                if let Some(next) = next {
+                    starts.insert(region.clone(), next);
+                }
                 candidates.shuffle(&mut rand::rng());
                 for host_id in candidates {
                     if let Some(host) = self
@@ -248,6 +266,8 @@ impl Store {
             if !saw_candidates {
                 break;
             }
+            // Every candidate was taken by a concurrent match: look further, and wider.
+            limit = (limit * 2).min(MAX_MATCH_CANDIDATES);
         }
         Ok(outcome)
     }
@@ -255,8 +275,10 @@ impl Store {
     async fn idle_hosts(
         &self,
         region: &str,
+        limit: i32,
+        start: Option<Item>,
         outcome: &mut MatchOutcome,
-    ) -> Result<Vec<String>, StoreError> {
+    ) -> Result<(Vec<String>, Option<Item>), StoreError> {
         let out = self
             .client
             .query()
@@ -267,7 +289,8 @@ impl Store {
             .expression_attribute_values(":now", n(self.clock.now()))
             // Freshest first: the hosts furthest from expiring are the ones worth handing out.
             .scan_index_forward(false)
-            .limit(MATCH_CANDIDATES)
+            .limit(limit)
+            .set_exclusive_start_key(start)
             .return_consumed_capacity(ReturnConsumedCapacity::Total)
             .send()
             .await
@@ -277,10 +300,13 @@ impl Store {
             .consumed_capacity()
             .and_then(|c| c.capacity_units())
             .unwrap_or_default();
-        out.items()
+        let next = out.last_evaluated_key().filter(|k| !k.is_empty()).cloned();
+        let hosts = out
+            .items()
             .iter()
             .map(|item| req_s(item, "hostId"))
-            .collect()
+            .collect::<Result<_, _>>()?;
+        Ok((hosts, next))
     }
 
     async fn try_reserve(

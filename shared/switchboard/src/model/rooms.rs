@@ -32,7 +32,10 @@ pub const SFU_APP: &str = "sfu";
 pub const HOST_APP: &str = "host";
 /// Rounds of "read the pool, try its rooms" before claimRoom reports an empty pool.
 const CLAIM_ROUNDS: usize = 8;
-const CLAIM_CANDIDATES: i32 = 16;
+/// Rooms one claim reads: the same for a pool of 10 and of 100,000 (`scripts/bench.sh`); a
+/// round whose every room was taken by a concurrent claim reads twice as many, up to the max.
+const CLAIM_CANDIDATES: i32 = 10;
+const MAX_CLAIM_CANDIDATES: i32 = 160;
 /// An `ending` server whose ending was interrupted is tried again after this.
 const ENDING_RETRY_SECONDS: i64 = 60;
 /// Warm-pool slot items are refreshed by every sweep; this only collects abandoned ones.
@@ -325,6 +328,7 @@ impl Store {
     /// Maps `url_path` to a ready room: the one it already has, or one taken from the pool.
     /// `None` when the pool is empty.
     pub async fn claim_room(&self, url_path: &str) -> Result<Option<ClaimedRoom>, StoreError> {
+        let mut limit = CLAIM_CANDIDATES;
         for _ in 0..CLAIM_ROUNDS {
             let dead = match self.path_state(url_path).await? {
                 PathState::Live(room_id) => {
@@ -336,7 +340,7 @@ impl Store {
                 PathState::Dead(room_id) => Some(room_id),
                 PathState::Free => None,
             };
-            let mut candidates = self.ready_rooms().await?;
+            let mut candidates = self.ready_rooms(limit).await?;
             if candidates.is_empty() {
                 return Ok(None);
             }
@@ -354,6 +358,7 @@ impl Store {
                     ClaimAttempt::PathTaken => break,
                 }
             }
+            limit = (limit * 2).min(MAX_CLAIM_CANDIDATES);
         }
         // Every round lost its race; what the path maps to now is the answer.
         Ok(self
@@ -366,7 +371,7 @@ impl Store {
     }
 
     /// Live ready rooms, freshest first (an expired room not yet deleted is never a candidate).
-    async fn ready_rooms(&self) -> Result<Vec<String>, StoreError> {
+    async fn ready_rooms(&self, limit: i32) -> Result<Vec<String>, StoreError> {
         let out = self
             .client
             .query()
@@ -377,7 +382,7 @@ impl Store {
             .expression_attribute_values(":ready", s(POOLED))
             .expression_attribute_values(":now", n(self.clock.now()))
             .scan_index_forward(false)
-            .limit(CLAIM_CANDIDATES)
+            .limit(limit)
             .send()
             .await
             .map_err(dynamo_error)?;

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Switchboard's benchmarks against DynamoDB Local and the local stack, on this machine.
+#   scripts/bench.sh [--quick] --out FILE [--report FILE] [--plots DIR]
+# Writes FILE (one flat JSON object of metrics), regenerates BENCHMARKS.md and its plots under
+# docs/bench/ (or --report / --plots), and exits non-zero when a count-based goal is missed.
+# --quick (CI): pools of 10 and 1,000, smaller contention, no cold start (no release build);
+# under 3 minutes. Full: pools up to 100,000, and the function binaries built once with the
+# release profile for the cold-start figures.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/switchboard/target}"
+export SWITCHBOARD_CACHE_DIR="${SWITCHBOARD_CACHE_DIR:-$HOME/.cache/switchboard}"
+
+quick=0
+args=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --quick) quick=1; args+=(--quick); shift ;;
+    --out|--report|--plots)
+      [ $# -ge 2 ] || { echo "$1 needs a value" >&2; exit 2; }
+      case "$2" in /*) path="$2" ;; *) path="$OLDPWD/$2" ;; esac
+      args+=("$1" "$path"); shift 2 ;;
+    *) echo "usage: scripts/bench.sh [--quick] --out FILE [--report FILE] [--plots DIR]" >&2; exit 2 ;;
+  esac
+done
+printf '%s\n' "${args[@]}" | grep -qx -- --out || { echo "--out FILE is required" >&2; exit 2; }
+
+scripts/ensure-deps.sh run >/dev/null
+if [ "$quick" = 0 ] && ! command -v strace >/dev/null; then
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq strace >/dev/null
+fi
+
+# Binaries in the shared target directory may be overwritten by other builds: run copies.
+private=$(mktemp -d)
+trap 'rm -rf "$private"' EXIT
+cargo build --quiet -p switchboard-bench
+cp "$CARGO_TARGET_DIR/debug/switchboard-bench" "$private/"
+
+if [ "$quick" = 0 ]; then
+  functions=()
+  for dir in functions/*/; do functions+=("$(basename "$dir")"); done
+  started=$(date +%s)
+  packages=()
+  for f in "${functions[@]}" bench-hello; do packages+=(-p "$f"); done
+  echo "release build: ${functions[*]} bench-hello" >&2
+  cargo build --release --quiet "${packages[@]}"
+  mkdir -p "$private/bootstraps"
+  for f in "${functions[@]}" bench-hello; do cp "$CARGO_TARGET_DIR/release/$f" "$private/bootstraps/"; done
+  args+=(--bootstraps "$private/bootstraps" --build-seconds "$(( $(date +%s) - started ))")
+fi
+
+"$private/switchboard-bench" "${args[@]}"
