@@ -95,7 +95,10 @@ fn cold_start_chart(m: &Map<String, Value>, path: &Path) -> Result<(), Error> {
         .and_then(Value::as_f64)
         .unwrap_or(0.0);
     let y_max = bars.iter().map(|b| b.1).fold(hello * 1.6, f64::max) * 1.15;
-    let root = SVGBackend::new(path, (760, 440)).into_drawing_area();
+    // Horizontal bars: one row per binary, the slowest on top.
+    bars.reverse();
+    let rows = bars.len();
+    let root = SVGBackend::new(path, (760, 100 + 26 * rows as u32)).into_drawing_area();
     root.fill(&WHITE)?;
     let mut chart = ChartBuilder::on(&root)
         .caption(
@@ -103,39 +106,46 @@ fn cold_start_chart(m: &Map<String, Value>, path: &Path) -> Result<(), Error> {
             ("sans-serif", 20),
         )
         .margin(16)
-        .x_label_area_size(90)
-        .y_label_area_size(60)
-        .build_cartesian_2d(0..bars.len(), 0.0..y_max)?;
+        .x_label_area_size(40)
+        .y_label_area_size(110)
+        .build_cartesian_2d(0.0..y_max, (0..rows).into_segmented())?;
     let names: Vec<String> = bars.iter().map(|b| b.0.clone()).collect();
     chart
         .configure_mesh()
-        .disable_x_mesh()
-        .x_labels(bars.len())
-        .x_label_formatter(&|i| names.get(*i).cloned().unwrap_or_default())
-        .x_label_style(
-            ("sans-serif", 12)
-                .into_font()
-                .transform(FontTransform::Rotate90),
-        )
-        .y_desc("ms")
+        .disable_y_mesh()
+        .y_labels(rows)
+        .y_label_formatter(&|v| match v {
+            SegmentValue::CenterOf(i) => names.get(*i).cloned().unwrap_or_default(),
+            _ => String::new(),
+        })
+        .x_desc("ms")
         .draw()?;
     chart.draw_series(bars.iter().enumerate().map(|(i, (name, ms))| {
         let color = if name == "bench-hello" { GREEN } else { BLUE };
-        let mut bar = Rectangle::new([(i, 0.0), (i + 1, *ms)], color.mix(0.7).filled());
-        bar.set_margin(0, 0, 4, 4);
+        let mut bar = Rectangle::new(
+            [
+                (0.0, SegmentValue::Exact(i)),
+                (*ms, SegmentValue::Exact(i + 1)),
+            ],
+            color.mix(0.7).filled(),
+        );
+        bar.set_margin(3, 3, 0, 0);
         bar
     }))?;
     if hello > 0.0 {
         chart
             .draw_series(LineSeries::new(
-                [(0, hello * 1.5), (bars.len(), hello * 1.5)],
+                [
+                    (hello * 1.5, SegmentValue::Exact(0)),
+                    (hello * 1.5, SegmentValue::Exact(rows)),
+                ],
                 RED.stroke_width(2),
             ))?
             .label("goal: 1.5 × hello")
             .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RED.stroke_width(2)));
         chart
             .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
+            .position(SeriesLabelPosition::LowerRight)
             .background_style(WHITE.mix(0.9))
             .border_style(BLACK)
             .draw()?;
