@@ -35,7 +35,9 @@ fi
 private=$(mktemp -d)
 trap 'rm -rf "$private"' EXIT
 cargo build --quiet -p switchboard-bench
-cp "$CARGO_TARGET_DIR/debug/switchboard-bench" "$private/"
+cargo build --quiet -p switchboard-local --bin switchboard-example-server
+cp "$CARGO_TARGET_DIR/debug/switchboard-bench" "$CARGO_TARGET_DIR/debug/switchboard-example-server" "$private/"
+args+=(--example-server "$private/switchboard-example-server")
 
 if [ "$quick" = 0 ]; then
   functions=()

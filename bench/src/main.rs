@@ -12,6 +12,7 @@ mod matching;
 mod plots;
 mod proxy;
 mod report;
+mod sessions;
 mod signaling;
 
 use std::path::PathBuf;
@@ -28,12 +29,13 @@ struct Args {
     report: PathBuf,
     plots: PathBuf,
     bootstraps: Option<PathBuf>,
+    example_server: Option<PathBuf>,
     render: Option<PathBuf>,
     build_seconds: Option<f64>,
 }
 
 const USAGE: &str = "usage: switchboard-bench [--quick] --out FILE [--report FILE] [--plots DIR] \
-[--bootstraps DIR] [--build-seconds S] | --render FILE [--report FILE] [--plots DIR]";
+[--bootstraps DIR] [--build-seconds S] [--example-server PATH] | --render FILE [--report FILE] [--plots DIR]";
 
 fn parse_args() -> Result<Args, String> {
     let root = switchboard_local::workspace_root();
@@ -43,6 +45,7 @@ fn parse_args() -> Result<Args, String> {
         report: root.join("BENCHMARKS.md"),
         plots: root.join("docs/bench"),
         bootstraps: None,
+        example_server: None,
         render: None,
         build_seconds: None,
     };
@@ -58,6 +61,7 @@ fn parse_args() -> Result<Args, String> {
             "--report" => args.report = value()?.into(),
             "--plots" => args.plots = value()?.into(),
             "--bootstraps" => args.bootstraps = Some(value()?.into()),
+            "--example-server" => args.example_server = Some(value()?.into()),
             "--render" => args.render = Some(value()?.into()),
             "--build-seconds" => {
                 args.build_seconds =
@@ -375,10 +379,24 @@ async fn run(args: &Args) -> Result<Map<String, Value>, Error> {
         put(&mut m, "seconds_release_build", round(s));
     }
 
-    // Sessions API: not measured by this benchmark yet.
+    // Sessions API: warm-path POST /session, beside the hosted API's 0.5 s.
     put(&mut m, "session_route_present", sessions_route());
-    put(&mut m, "session_warm_p50_ms", Value::Null);
-    put(&mut m, "session_warm_p99_ms", Value::Null);
+    match &args.example_server {
+        Some(server) if sessions_route() => {
+            let count = if args.quick { 20 } else { 100 };
+            eprintln!("warm sessions: {count}");
+            let warm = sessions::warm_path(&env, server, count).await?;
+            let (p50, p99) = sessions::p50_p99(&warm.samples);
+            put(&mut m, "session_warm_p50_ms", round(p50));
+            put(&mut m, "session_warm_p99_ms", round(p99));
+            put(&mut m, "session_warm_samples", warm.samples.len());
+            put(&mut m, "session_warm_not_warm", warm.not_warm);
+        }
+        _ => {
+            put(&mut m, "session_warm_p50_ms", Value::Null);
+            put(&mut m, "session_warm_p99_ms", Value::Null);
+        }
+    }
 
     put(
         &mut m,

@@ -557,14 +557,33 @@ pub fn render(m: &Map<String, Value>, goals: &[Goal], plots: &Path) -> String {
     );
 
     let _ = writeln!(o, "## Sessions API\n");
-    let _ = writeln!(
-        o,
-        "`session_warm_p50_ms`, `session_warm_p99_ms`: {}.\n",
-        if m.get("session_route_present").and_then(Value::as_bool) == Some(true) {
-            "`POST /session` is in template.yaml, but this benchmark does not measure it yet (null)"
-        } else {
-            "not yet measured — `POST /session` was not in template.yaml when this ran (null)"
+    match (
+        m.get("session_warm_p50_ms").and_then(Value::as_f64),
+        m.get("session_warm_p99_ms").and_then(Value::as_f64),
+    ) {
+        (Some(p50), Some(p99)) => {
+            let samples = m
+                .get("session_warm_samples")
+                .and_then(Value::as_u64)
+                .unwrap_or(0);
+            let _ = writeln!(
+                o,
+                "Warm-path `POST /session` through the local stack ({samples} sessions, one at a \
+                 time, each a real example-server process already identified on the signaling \
+                 socket, allocated with one conditional transaction and told its session over \
+                 the socket): p50 **{p50:.1} ms**, p99 **{p99:.1} ms**, beside the hosted \
+                 session API's promise of \"host IP and port in under 0.5 seconds\" (500 ms): {}. \
+                 Dev-profile handlers and DynamoDB Local on this 2-core machine; deployed, each \
+                 DynamoDB call is a few milliseconds.\n",
+                if p99 < 500.0 { "met" } else { "missed" }
+            );
         }
-    );
+        _ => {
+            let _ = writeln!(
+                o,
+                "`session_warm_p50_ms`, `session_warm_p99_ms`: not measured in this run (null).\n"
+            );
+        }
+    }
     o
 }
