@@ -1,4 +1,4 @@
-//! The server lifecycle (SPEC "Server lifecycle") against the local stack: every task started is
+//! The server lifecycle (README, "Server lifecycle") against the local stack: every task started is
 //! stopped, rooms outlive their sockets for the reconnect grace, the sweeper ends what is due,
 //! reconciles records with tasks, and keeps the warm pool full. Tasks are real processes that
 //! record the signals they get.

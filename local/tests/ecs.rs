@@ -587,7 +587,12 @@ async fn stopping_the_stack_leaves_no_task_process() {
         pids.push(child.trim().parse().unwrap());
     }
     stack.stop();
+    // SIGKILL to the group is delivered at once; a killed process is gone a moment later.
     for pid in pids {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while alive(pid) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
         assert!(!alive(pid), "process {pid} outlived the stack");
     }
     assert!(stack.tasks().iter().all(|t| t.stopped));

@@ -1,4 +1,4 @@
-//! Configuration, read once at start-up from the environment (SPEC "Configuration").
+//! Configuration, read once at start-up from the environment (README, "Configuration").
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -85,7 +85,7 @@ pub struct Config {
     pub ws_management_endpoint: Option<String>,
     pub ecs: Option<EcsSettings>,
     pub allowed_origins: Vec<String>,
-    /// A server that never identified is ended after this (SPEC "Server lifecycle").
+    /// A server that never identified is ended after this (README, "Server lifecycle").
     pub start_timeout_seconds: i64,
     /// A server whose socket is gone may identify again within this and keep its room.
     pub reconnect_grace_seconds: i64,
@@ -102,7 +102,7 @@ pub struct Config {
     pub max_room_members: i64,
 }
 
-/// Secrets appear in no `Debug` output (SPEC "Limits and abuse"): keys are counted, the TURN
+/// Secrets appear in no `Debug` output (nor in any response or log line): keys are counted, the TURN
 /// secret is only said to be set.
 impl std::fmt::Debug for Config {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

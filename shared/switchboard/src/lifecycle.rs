@@ -1,4 +1,4 @@
-//! The server lifecycle (SPEC "Server lifecycle"): launching a server's task, ending a server
+//! The server lifecycle (README, "Server lifecycle"): launching a server's task, ending a server
 //! (its task stopped, its members told, its records gone), refilling the warm pool, and the
 //! sweeper's run. createRoom, claimRoom, `DELETE /rooms/{roomId}` and the sweeper all go
 //! through here, so there is one way to start and one way to end.

@@ -1,6 +1,6 @@
 //! Rooms (RoomsTable, key `roomId`) and the urlPath → room mapping (PathsTable, key `urlPath`).
 //!
-//! An SFU room is a **server** (SPEC "Server lifecycle"): `starting` from createRoom until its
+//! An SFU room is a **server** (README, "Server lifecycle"): `starting` from createRoom until its
 //! SFU identifies with the room's token, then `ready` (in the sparse `ReadyRooms` index, the
 //! pool claimRoom takes from), `allocated` once a urlPath claims it, and `ending` while the
 //! sweeper or an operator stops it. Every server carries `app` and `deadline`, the keys of the
