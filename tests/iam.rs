@@ -81,7 +81,7 @@ async fn a_call_outside_a_functions_policy_is_access_denied() {
     // ECS: only createRoom runs tasks, and only in its cluster.
     let handshake = function(&t.stack, "HandshakeFunction");
     let error = switchboard::ecs::run_task(
-        &handshake.ecs,
+        handshake.ecs(),
         handshake.config.ecs.as_ref(),
         switchboard::ecs::Launch {
             server_id: "4f9b1a52-7c3e-4d7a-9a51-0d7e5b6c8a21",
@@ -99,7 +99,7 @@ async fn a_call_outside_a_functions_policy_is_access_denied() {
     );
     let create_room = function(&t.stack, "CreateRoomFunction");
     let error = create_room
-        .ecs
+        .ecs()
         .run_task()
         .cluster("someone-elses")
         .task_definition("switchboard-sfu")

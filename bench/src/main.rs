@@ -31,11 +31,12 @@ struct Args {
     bootstraps: Option<PathBuf>,
     example_server: Option<PathBuf>,
     render: Option<PathBuf>,
+    cold_start_only: Option<PathBuf>,
     build_seconds: Option<f64>,
 }
 
 const USAGE: &str = "usage: switchboard-bench [--quick] --out FILE [--report FILE] [--plots DIR] \
-[--bootstraps DIR] [--build-seconds S] [--example-server PATH] | --render FILE [--report FILE] [--plots DIR]";
+[--bootstraps DIR] [--build-seconds S] [--example-server PATH] | --cold-start-only DIR | --render FILE [--report FILE] [--plots DIR]";
 
 fn parse_args() -> Result<Args, String> {
     let root = switchboard_local::workspace_root();
@@ -47,6 +48,7 @@ fn parse_args() -> Result<Args, String> {
         bootstraps: None,
         example_server: None,
         render: None,
+        cold_start_only: None,
         build_seconds: None,
     };
     let mut it = std::env::args().skip(1);
@@ -62,6 +64,7 @@ fn parse_args() -> Result<Args, String> {
             "--plots" => args.plots = value()?.into(),
             "--bootstraps" => args.bootstraps = Some(value()?.into()),
             "--example-server" => args.example_server = Some(value()?.into()),
+            "--cold-start-only" => args.cold_start_only = Some(value()?.into()),
             "--render" => args.render = Some(value()?.into()),
             "--build-seconds" => {
                 args.build_seconds =
@@ -70,7 +73,7 @@ fn parse_args() -> Result<Args, String> {
             _ => return Err(USAGE.to_string()),
         }
     }
-    if args.out.is_none() && args.render.is_none() {
+    if args.out.is_none() && args.render.is_none() && args.cold_start_only.is_none() {
         return Err(USAGE.to_string());
     }
     Ok(args)
@@ -418,6 +421,36 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(dir) = &args.cold_start_only {
+        // Only the cold start of the release binaries in DIR (one of them bench-hello): for
+        // checking a start-up change without the whole run.
+        let scratch = std::env::temp_dir().join(format!("bench-strace-{}", std::process::id()));
+        let measured = match std::fs::create_dir_all(&scratch).map_err(Error::from) {
+            Ok(()) => coldstart::measure(dir, 20, &scratch).await,
+            Err(e) => Err(e),
+        };
+        let _ = std::fs::remove_dir_all(&scratch);
+        return match measured {
+            Ok(cold) => {
+                let hello = cold.hello().map_or(f64::NAN, |h| h.init_ms);
+                for b in &cold.binaries {
+                    println!(
+                        "{:<14} init {:.3} ms ({:.2}x hello), {} files, {} network",
+                        b.name,
+                        b.init_ms,
+                        b.init_ms / hello,
+                        b.files_opened,
+                        b.network_calls
+                    );
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("cold start failed: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let metrics = if let Some(path) = &args.render {
         match std::fs::read_to_string(path)
             .map_err(Error::from)

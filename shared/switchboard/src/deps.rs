@@ -1,6 +1,7 @@
 //! What a handler needs, built once per process.
 
 use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
 
 use aws_config::SdkConfig;
 
@@ -19,13 +20,48 @@ pub struct Endpoints {
     pub management: Option<String>,
 }
 
+/// ECS clients, one per region, each built the first time it is needed.
+#[derive(Clone, Debug)]
+struct EcsClients {
+    sdk: SdkConfig,
+    endpoint: Option<String>,
+    home: Arc<OnceLock<aws_sdk_ecs::Client>>,
+    regions: HashMap<String, Arc<OnceLock<aws_sdk_ecs::Client>>>,
+}
+
+impl EcsClients {
+    fn new(sdk: &SdkConfig, endpoint: Option<String>, config: &Config) -> Self {
+        Self {
+            sdk: sdk.clone(),
+            endpoint,
+            home: Arc::default(),
+            regions: config
+                .locations
+                .values()
+                .map(|l| (l.region.clone(), Arc::default()))
+                .collect(),
+        }
+    }
+
+    fn build(&self, region: Option<&str>) -> aws_sdk_ecs::Client {
+        let mut ecs = aws_sdk_ecs::config::Builder::from(&self.sdk);
+        if let Some(url) = &self.endpoint {
+            ecs = ecs.endpoint_url(url);
+        }
+        if let Some(region) = region {
+            ecs = ecs.region(aws_config::Region::new(region.to_string()));
+        }
+        aws_sdk_ecs::Client::from_conf(ecs.build())
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct Deps {
     pub config: Config,
     pub store: Store,
-    pub ecs: aws_sdk_ecs::Client,
-    /// ECS clients for the sessions API's locations, by AWS region.
-    ecs_by_region: HashMap<String, aws_sdk_ecs::Client>,
+    /// ECS clients, built on first use: most functions never call ECS, and a client costs
+    /// time at init.
+    ecs: EcsClients,
     /// The region the functions run in (the SFU cluster's).
     pub home_region: String,
     pub sockets: Sockets,
@@ -37,29 +73,14 @@ impl Deps {
         if let Some(url) = &endpoints.dynamodb {
             dynamo = dynamo.endpoint_url(url);
         }
-        let ecs_in = |region: Option<&str>| {
-            let mut ecs = aws_sdk_ecs::config::Builder::from(sdk);
-            if let Some(url) = &endpoints.ecs {
-                ecs = ecs.endpoint_url(url);
-            }
-            if let Some(region) = region {
-                ecs = ecs.region(aws_config::Region::new(region.to_string()));
-            }
-            aws_sdk_ecs::Client::from_conf(ecs.build())
-        };
-        let ecs_by_region = config
-            .locations
-            .values()
-            .map(|l| (l.region.clone(), ecs_in(Some(&l.region))))
-            .collect();
+        let ecs = EcsClients::new(sdk, endpoints.ecs.clone(), &config);
         Self {
             store: Store::new(
                 aws_sdk_dynamodb::Client::from_conf(dynamo.build()),
                 config.tables.clone(),
                 clock,
             ),
-            ecs: ecs_in(None),
-            ecs_by_region,
+            ecs,
             home_region: sdk.region().map(|r| r.to_string()).unwrap_or_default(),
             sockets: Sockets::new(
                 sdk,
@@ -70,9 +91,17 @@ impl Deps {
         }
     }
 
+    /// The ECS client of the functions' own region (the SFU cluster's).
+    pub fn ecs(&self) -> &aws_sdk_ecs::Client {
+        self.ecs.home.get_or_init(|| self.ecs.build(None))
+    }
+
     /// The ECS client for a location's region (RunTask goes to that region's cluster).
     pub fn ecs_in(&self, region: &str) -> &aws_sdk_ecs::Client {
-        self.ecs_by_region.get(region).unwrap_or(&self.ecs)
+        match self.ecs.regions.get(region) {
+            Some(client) => client.get_or_init(|| self.ecs.build(Some(region))),
+            None => self.ecs(),
+        }
     }
 
     /// As deployed: configuration and endpoints from the environment, the system clock.

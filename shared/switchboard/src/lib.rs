@@ -25,7 +25,7 @@ pub use error::ApiError;
 /// A missing or malformed setting ends the process here, before the runtime asks for its
 /// first event, with one line naming the setting (Lambda reports the init failure with it).
 pub async fn init() -> Result<Deps, lambda_runtime::Error> {
-    lambda_runtime::tracing::init_default_subscriber();
+    init_logging();
     match Deps::from_env().await {
         Ok(deps) => Ok(deps),
         Err(e) => {
@@ -33,4 +33,24 @@ pub async fn init() -> Result<Deps, lambda_runtime::Error> {
             std::process::exit(78); // EX_CONFIG
         }
     }
+}
+
+/// Log lines to stdout (CloudWatch) at the level `AWS_LAMBDA_LOG_LEVEL` or `RUST_LOG` names
+/// (`info` by default). A plain level filter, not the runtime's `EnvFilter`: compiling that
+/// filter's directives was half of a function's start-up beyond a hello world's (the cold-start
+/// benchmark). Per-target directives (`info,aws_config=warn`) are not read; a value that is not
+/// a level means `info`.
+fn init_logging() {
+    use tracing::level_filters::LevelFilter;
+    let level = ["AWS_LAMBDA_LOG_LEVEL", "RUST_LOG"]
+        .iter()
+        .find_map(|name| std::env::var(name).ok())
+        .and_then(|value| value.trim().parse::<LevelFilter>().ok())
+        .unwrap_or(LevelFilter::INFO);
+    let _ = tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_target(false)
+        .without_time()
+        .with_ansi(false)
+        .try_init();
 }

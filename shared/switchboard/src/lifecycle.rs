@@ -108,7 +108,7 @@ async fn launch_room_as(
         environment: &environment,
         command: None,
     };
-    let task_arn = run_recorded(deps, &deps.ecs, deps.config.ecs.as_ref(), launch, None).await?;
+    let task_arn = run_recorded(deps, deps.ecs(), deps.config.ecs.as_ref(), launch, None).await?;
     tracing::info!(room_id, task_arn, slot, "SFU task started");
     Ok(Launched {
         room_id: room_id.to_string(),
@@ -208,7 +208,7 @@ async fn stop_tasks_of(deps: &Deps, room: &Room, reason: &str) -> Result<(), Lif
 fn server_ecs<'a>(deps: &'a Deps, room: &Room) -> Option<(&'a aws_sdk_ecs::Client, EcsSettings)> {
     match room.kind {
         RoomKind::Host => None,
-        RoomKind::Sfu => deps.config.ecs.clone().map(|s| (&deps.ecs, s)),
+        RoomKind::Sfu => deps.config.ecs.clone().map(|s| (deps.ecs(), s)),
         RoomKind::Server => {
             let location = deps.config.locations.get(room.location.as_deref()?)?;
             let application = deps.config.applications.get(room.app.as_deref()?)?;
@@ -460,7 +460,7 @@ async fn reconcile(deps: &Deps, report: &mut SweepReport) -> Result<(), Lifecycl
         }
     };
     if let Some(settings) = deps.config.ecs.clone() {
-        add(deps.home_region.clone(), &deps.ecs, settings);
+        add(deps.home_region.clone(), deps.ecs(), settings);
     }
     for (name, location) in &deps.config.locations {
         if let Some(application) = deps.config.applications.values().find(|a| a.runs_in(name)) {
