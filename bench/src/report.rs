@@ -553,7 +553,15 @@ pub fn render(m: &Map<String, Value>, goals: &[Goal], plots: &Path) -> String {
            requests fight too. A lost round now reads on down the index, past the hosts it \
            found taken.\n\
          - Cold start: compiled-in Amazon Trust Services roots and a direct SDK configuration in \
-           Lambda's environment (above): 157 files opened at init to 8, as many as hello.\n"
+           Lambda's environment (above): 157 files opened at init to 8, as many as hello.\n\
+         - Cold start, second pass: the init ratio was still 1.63 (goal 1.5). Half of the gap was \
+           the runtime's default log subscriber compiling its `EnvFilter` directives; functions \
+           now log through a plain level filter, and build their ECS clients on first use \
+           (most never call ECS). Measured after this table's run with `switchboard-bench \
+           --cold-start-only DIR` (all twenty release binaries and hello, 20 interleaved runs, \
+           three times): the worst function at 1.48x, 1.54x and 1.58x hello, from 1.63x. At the \
+           goal's edge, not reliably under it: the remainder is building the DynamoDB client and \
+           a binary 7.8x hello's size.\n"
     );
 
     let _ = writeln!(o, "## Sessions API\n");
