@@ -256,45 +256,9 @@ async fn a_restart_leaves_no_task_without_a_record_and_no_record_without_a_task(
     // A task whose server was never recorded (a crash between RunTask and the write).
     let ecs = ecs_client(&t).await;
     let orphan_id = uuid::Uuid::new_v4().to_string();
-    let orphan = ecs
-        .run_task()
-        .cluster(switchboard_local::DEFAULT_CLUSTER)
-        .task_definition(switchboard_local::DEFAULT_TASK_DEFINITION)
-        .started_by(&orphan_id)
-        .network_configuration(
-            aws_sdk_ecs::types::NetworkConfiguration::builder()
-                .awsvpc_configuration(
-                    aws_sdk_ecs::types::AwsVpcConfiguration::builder()
-                        .subnets("subnet-local")
-                        .build()
-                        .unwrap(),
-                )
-                .build(),
-        )
-        .send()
-        .await
-        .expect("RunTask");
-    let orphan_arn = orphan.tasks()[0].task_arn().unwrap().to_string();
+    let orphan_arn = bare_task(&ecs, &orphan_id).await;
     // A task that is somebody else's (not started by Switchboard) is left alone.
-    let foreign = ecs
-        .run_task()
-        .cluster(switchboard_local::DEFAULT_CLUSTER)
-        .task_definition(switchboard_local::DEFAULT_TASK_DEFINITION)
-        .started_by("nightly-batch")
-        .network_configuration(
-            aws_sdk_ecs::types::NetworkConfiguration::builder()
-                .awsvpc_configuration(
-                    aws_sdk_ecs::types::AwsVpcConfiguration::builder()
-                        .subnets("subnet-local")
-                        .build()
-                        .unwrap(),
-                )
-                .build(),
-        )
-        .send()
-        .await
-        .expect("RunTask");
-    let foreign_arn = foreign.tasks()[0].task_arn().unwrap().to_string();
+    let foreign_arn = bare_task(&ecs, "nightly-batch").await;
     t.clock.advance(61);
 
     let report = t.stack.sweep().await;
@@ -329,6 +293,29 @@ async fn a_restart_leaves_no_task_without_a_record_and_no_record_without_a_task(
         again.ended.is_empty() && again.orphans_stopped.is_empty(),
         "{again:?}"
     );
+}
+
+/// A task run straight on the ECS endpoint (no server record), marked with `started_by`.
+async fn bare_task(ecs: &aws_sdk_ecs::Client, started_by: &str) -> String {
+    let out = ecs
+        .run_task()
+        .cluster(switchboard_local::DEFAULT_CLUSTER)
+        .task_definition(switchboard_local::DEFAULT_TASK_DEFINITION)
+        .started_by(started_by)
+        .network_configuration(
+            aws_sdk_ecs::types::NetworkConfiguration::builder()
+                .awsvpc_configuration(
+                    aws_sdk_ecs::types::AwsVpcConfiguration::builder()
+                        .subnets("subnet-local")
+                        .build()
+                        .unwrap(),
+                )
+                .build(),
+        )
+        .send()
+        .await
+        .expect("RunTask");
+    out.tasks()[0].task_arn().unwrap().to_string()
 }
 
 async fn ecs_client(t: &TestStack) -> aws_sdk_ecs::Client {
