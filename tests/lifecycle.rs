@@ -3,7 +3,7 @@
 //! reconciles records with tasks, and keeps the warm pool full. Tasks are real processes that
 //! record the signals they get.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use serde_json::json;
@@ -21,28 +21,8 @@ fn trap_task(dir: &Path) -> String {
     )
 }
 
-fn events_dir() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("switchboard-{}", uuid::Uuid::new_v4().simple()));
-    std::fs::create_dir_all(&dir).expect("events dir");
-    dir
-}
-
-fn events(dir: &Path, room: &str) -> String {
-    std::fs::read_to_string(dir.join(room)).unwrap_or_default()
-}
-
-/// Waits until the task of `room` has written `what` (the process runs on its own).
-async fn wait_for_event(dir: &Path, room: &str, what: &str) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !events(dir, room).contains(what) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "task of {room} never wrote {what:?}; it wrote {:?}",
-            events(dir, room)
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
+/// How long a task process may take to show what it was sent.
+const TASK_WAIT: Duration = Duration::from_secs(10);
 
 async fn create_room(t: &TestStack) -> String {
     let (status, body) = t.call("PUT", "/createRoom", None, Some(OPERATOR_KEY)).await;
@@ -85,7 +65,7 @@ async fn a_room_that_never_identifies_is_ended_and_its_task_stopped() {
     let dir = events_dir();
     let t = TestStack::start_with(with_tasks(&dir)).await;
     let room = create_room(&t).await;
-    wait_for_event(&dir, &room, "started").await;
+    wait_for_event(&dir, &room, "started", TASK_WAIT).await;
 
     t.clock.advance(599);
     assert!(
@@ -97,7 +77,7 @@ async fn a_room_that_never_identifies_is_ended_and_its_task_stopped() {
     t.clock.advance(2);
     let report = t.stack.sweep().await;
     assert_eq!(report.ended, std::slice::from_ref(&room), "{report:?}");
-    wait_for_event(&dir, &room, "sigterm").await;
+    wait_for_event(&dir, &room, "sigterm", TASK_WAIT).await;
     assert_eq!(running(&t), 0, "no task runs on");
     assert!(
         t.raw_item(&t.store().tables().rooms, "roomId", &room)
@@ -174,7 +154,7 @@ async fn an_sfu_that_reconnects_within_the_grace_keeps_its_room() {
         alice.recv("the SFU leaving").await,
         json!({ "type": "sfuDisconnect", "sfuId": room })
     );
-    wait_for_event(&dir, &room, "sigterm").await;
+    wait_for_event(&dir, &room, "sigterm", TASK_WAIT).await;
     assert_eq!(
         t.call("GET", "/getRoomId?urlPath=standup", None, None)
             .await
@@ -216,7 +196,7 @@ async fn an_operator_ends_a_room_now() {
         bob.recv("the room ending").await,
         json!({ "type": "sfuDisconnect", "sfuId": room })
     );
-    wait_for_event(&dir, &room, "sigterm").await;
+    wait_for_event(&dir, &room, "sigterm", TASK_WAIT).await;
     assert_eq!(
         t.call("GET", "/getRoomId?urlPath=town-hall", None, None)
             .await
@@ -357,7 +337,7 @@ async fn two_sweepers_at_once_end_each_server_once() {
     rooms.sort();
     assert_eq!(ended, rooms, "each ended exactly once: {a:?} {b:?}");
     for room in &rooms {
-        wait_for_event(&dir, room, "sigterm").await;
+        wait_for_event(&dir, room, "sigterm", TASK_WAIT).await;
     }
 }
 

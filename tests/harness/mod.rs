@@ -3,12 +3,11 @@
 
 pub mod contract;
 
-use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 use switchboard::Clock;
-use switchboard_local::dynamodb::{self, DynamoDbLocal};
+use switchboard_local::dynamodb;
 use switchboard_local::{Stack, StackOptions};
 
 pub use switchboard_local;
@@ -20,55 +19,9 @@ pub const OPERATOR_KEY: &str = "operator-key-1";
 pub const TURN_SECRET: &str = "turn-secret-for-tests";
 
 /// The DynamoDB endpoint for this test binary: `SWITCHBOARD_TEST_DYNAMODB`, or a DynamoDB
-/// Local started once, on a thread that lives as long as the process (the JVM is tied to it).
+/// Local started once and shared by its tests.
 pub fn dynamodb_endpoint() -> String {
-    static ENDPOINT: OnceLock<String> = OnceLock::new();
-    ENDPOINT
-        .get_or_init(|| {
-            if let Ok(url) = std::env::var("SWITCHBOARD_TEST_DYNAMODB") {
-                return url;
-            }
-            let (tx, rx) = std::sync::mpsc::channel();
-            std::thread::spawn(move || {
-                let started = dynamodb::ensure_installed(&dynamodb::cache_dir()).and_then(|dir| {
-                    DynamoDbLocal::start(&dir, dynamodb::free_port().expect("free port"))
-                });
-                match started {
-                    Ok(local) => {
-                        let _ = tx.send(Ok(local.endpoint.clone()));
-                        // Keep the JVM's parent thread alive; it dies with the test process.
-                        loop {
-                            std::thread::park();
-                            let _ = &local;
-                        }
-                    }
-                    Err(e) => {
-                        let _ = tx.send(Err(e.to_string()));
-                    }
-                }
-            });
-            let endpoint = rx
-                .recv()
-                .expect("DynamoDB Local thread")
-                .expect("DynamoDB Local starts");
-            wait_for_port(&endpoint, Duration::from_secs(60));
-            endpoint
-        })
-        .clone()
-}
-
-fn wait_for_port(url: &str, limit: Duration) {
-    let address = url.trim_start_matches("http://");
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if std::net::TcpStream::connect(address).is_ok() {
-            // The port opens a moment before Jetty answers.
-            std::thread::sleep(Duration::from_millis(300));
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("DynamoDB Local did not open {address} within {limit:?}");
+    dynamodb::for_process().expect("DynamoDB Local starts")
 }
 
 pub fn now() -> i64 {
@@ -483,5 +436,32 @@ impl Peer {
     /// Drops the TCP connection without a close frame, as a crashed client would.
     pub fn kill(self) {
         drop(self);
+    }
+}
+
+/// A fresh directory where task processes write what happens to them, one file per room or
+/// server (`<dir>/<id>`, a line per event).
+pub fn events_dir() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("switchboard-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).expect("events dir");
+    dir
+}
+
+/// What the task of `id` has written so far.
+pub fn events(dir: &std::path::Path, id: &str) -> String {
+    std::fs::read_to_string(dir.join(id)).unwrap_or_default()
+}
+
+/// Waits, up to `within`, until the task of `id` has written `what` (the process runs on its
+/// own).
+pub async fn wait_for_event(dir: &std::path::Path, id: &str, what: &str, within: Duration) {
+    let deadline = tokio::time::Instant::now() + within;
+    while !events(dir, id).contains(what) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "task of {id} never wrote {what:?}; it wrote {:?}",
+            events(dir, id)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
 use aws_sdk_dynamodb::types::AttributeValue;
 
 use crate::error::StoreError;
@@ -42,6 +43,25 @@ pub fn get_n(item: &Item, name: &str) -> Option<i64> {
 /// Whether an item is live at `now`: its TTL attribute is in the future.
 pub fn is_live(item: &Item, now: i64) -> bool {
     get_n(item, super::EXPIRES_AT).is_some_and(|t| t > now)
+}
+
+/// What `query` finds, across all its pages (the SDK's paginator), turned into `T` by
+/// `convert` (`None` skips an item: expired, or not of the kind asked for), stopping once
+/// `limit` have been found.
+pub async fn query_all<T>(
+    query: QueryFluentBuilder,
+    limit: usize,
+    mut convert: impl FnMut(&Item) -> Result<Option<T>, StoreError>,
+) -> Result<Vec<T>, StoreError> {
+    let mut items = query.into_paginator().items().send();
+    let mut found = Vec::new();
+    while found.len() < limit {
+        match items.try_next().await.map_err(crate::error::dynamo_error)? {
+            Some(item) => found.extend(convert(&item)?),
+            None => break,
+        }
+    }
+    Ok(found)
 }
 
 /// A conditional write whose condition did not hold.

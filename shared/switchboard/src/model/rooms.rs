@@ -18,7 +18,8 @@ use rand::seq::SliceRandom;
 use subtle::ConstantTimeEq;
 
 use super::item::{
-    Item, applied, cancelled_conditions, condition_failed, get_n, get_s, is_live, n, req_s, s,
+    Item, applied, cancelled_conditions, condition_failed, get_n, get_s, is_live, n, query_all,
+    req_s, s,
 };
 use super::{CONNECTION_TTL_SECONDS, EXPIRES_AT, Store};
 use crate::error::{StoreError, dynamo_error};
@@ -662,30 +663,14 @@ impl Store {
 
     /// Every server of `app`, up to `limit` (the sweeper's reconciliation with ECS).
     pub async fn servers(&self, app: &str, limit: usize) -> Result<Vec<Room>, StoreError> {
-        let mut rooms = Vec::new();
-        let mut start = None;
-        loop {
-            let out = self
-                .client
-                .query()
-                .table_name(&self.tables.rooms)
-                .index_name(SERVERS_INDEX)
-                .key_condition_expression("app = :app")
-                .expression_attribute_values(":app", s(app))
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(dynamo_error)?;
-            for item in out.items() {
-                rooms.extend(Room::from_item(item)?);
-            }
-            match out.last_evaluated_key() {
-                Some(key) if !key.is_empty() && rooms.len() < limit => start = Some(key.clone()),
-                _ => break,
-            }
-        }
-        rooms.truncate(limit);
-        Ok(rooms)
+        let query = self
+            .client
+            .query()
+            .table_name(&self.tables.rooms)
+            .index_name(SERVERS_INDEX)
+            .key_condition_expression("app = :app")
+            .expression_attribute_values(":app", s(app));
+        query_all(query, limit, Room::from_item).await
     }
 
     /// Starts ending a server: it leaves the pool and cannot be identified into again. With

@@ -17,7 +17,8 @@ use aws_sdk_dynamodb::types::{
 use serde_json::Value;
 
 use super::item::{
-    Item, applied, cancelled_conditions, condition_failed, get_n, get_s, is_live, n, req_s, s,
+    Item, applied, cancelled_conditions, condition_failed, get_n, get_s, is_live, n, query_all,
+    req_s, s,
 };
 use super::rooms::{READY_INDEX, Room};
 use super::{CONNECTION_TTL_SECONDS, EXPIRES_AT, Store};
@@ -431,31 +432,19 @@ impl Store {
     /// Every live session, oldest first (the `LiveSessions` index, all pages).
     pub async fn sessions(&self) -> Result<Vec<Session>, StoreError> {
         let now = self.clock.now();
-        let mut sessions = Vec::new();
-        let mut start = None;
-        loop {
-            let out = self
-                .client
-                .query()
-                .table_name(&self.tables.sessions)
-                .index_name(LISTED_INDEX)
-                .key_condition_expression("listed = :live")
-                .expression_attribute_values(":live", s(LISTED))
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(dynamo_error)?;
-            for item in out.items() {
-                if is_live(item, now) {
-                    sessions.push(Session::from_item(item)?);
-                }
-            }
-            match out.last_evaluated_key() {
-                Some(key) if !key.is_empty() => start = Some(key.clone()),
-                _ => break,
-            }
-        }
-        Ok(sessions)
+        let query = self
+            .client
+            .query()
+            .table_name(&self.tables.sessions)
+            .index_name(LISTED_INDEX)
+            .key_condition_expression("listed = :live")
+            .expression_attribute_values(":live", s(LISTED));
+        query_all(query, usize::MAX, |item| {
+            is_live(item, now)
+                .then(|| Session::from_item(item))
+                .transpose()
+        })
+        .await
     }
 
     /// Deletes a session and releases its players (the last step of ending its server).

@@ -7,7 +7,7 @@
 use aws_sdk_dynamodb::types::{Delete, Put, ReturnValue, TransactWriteItem, Update};
 
 use super::item::{
-    Item, cancelled_conditions, condition_failed, get_n, get_s, is_live, n, req_s, s,
+    Item, cancelled_conditions, condition_failed, get_n, get_s, is_live, n, query_all, req_s, s,
 };
 use super::{CONNECTION_TTL_SECONDS, EXPIRES_AT, Store};
 use crate::error::{StoreError, dynamo_error};
@@ -406,31 +406,19 @@ impl Store {
     /// Every live member of a room (one partition: a Query, never a Scan).
     pub async fn members(&self, room_id: &str) -> Result<Vec<Member>, StoreError> {
         let now = self.clock.now();
-        let mut members = Vec::new();
-        let mut start = None;
-        loop {
-            let out = self
-                .client
-                .query()
-                .table_name(&self.tables.members)
-                .key_condition_expression("roomId = :room")
-                .expression_attribute_values(":room", s(room_id))
-                .consistent_read(true)
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(dynamo_error)?;
-            for item in out.items() {
-                if is_live(item, now) {
-                    members.push(Member::from_item(item)?);
-                }
-            }
-            match out.last_evaluated_key() {
-                Some(key) if !key.is_empty() => start = Some(key.clone()),
-                _ => break,
-            }
-        }
-        Ok(members)
+        let query = self
+            .client
+            .query()
+            .table_name(&self.tables.members)
+            .key_condition_expression("roomId = :room")
+            .expression_attribute_values(":room", s(room_id))
+            .consistent_read(true);
+        query_all(query, usize::MAX, |item| {
+            is_live(item, now)
+                .then(|| Member::from_item(item))
+                .transpose()
+        })
+        .await
     }
 
     /// Removes a connection with its membership (and its room's client count) in one
