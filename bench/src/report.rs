@@ -519,17 +519,22 @@ pub fn render(m: &Map<String, Value>, goals: &[Goal], plots: &Path) -> String {
             o,
             "Prior measurement: find-match init 6.8 ms vs hello 2.5 ms (2.7×), 157 openat calls vs \
              8 (every file in /etc/ssl/certs, and ~/.aws/config), 9.7 MB vs 1.0 MB binaries.\n\n\
-             What changed since (`switchboard::tls`, `Deps::from_env`): the functions trust the \
-             five Amazon Trust Services roots, compiled in, instead of reading and parsing the \
-             system's CA store once per SDK client (the system's roots are added when an endpoint \
-             is overridden); and in Lambda's environment (region and role credentials, no other \
-             `AWS_*` setting) the SDK configuration is built directly instead of through the \
-             loader's provider chains and profile files. Where the rest goes, timed once inside a \
-             release find-match before the second change: the loader ~0.34 ms (now skipped), \
-             creating the DynamoDB and ECS clients ~0.24 ms (each builds its TLS connector when \
-             it is created), and the cost of mapping a binary ~7× the size of hello. Next steps \
-             if the ratio matters: create the ECS client only in the functions that call ECS, and \
-             shrink the binaries.\n"
+             What changed since: the functions trust the five Amazon Trust Services roots, \
+             compiled in (`switchboard::tls`), instead of reading and parsing the system's CA \
+             store once per SDK client; in Lambda's environment the SDK configuration is built \
+             directly instead of through the loader's provider chains and profile files \
+             (`Deps::from_env`); logs go through a plain level filter instead of the runtime's \
+             `EnvFilter`, and ECS clients are built on first use. And every Lambda binary, hello \
+             included, is linked without PIE (`shared/build/lambda-link.rs`): a PIE is relocated \
+             by the dynamic loader at every start, and a function carrying the AWS SDK has \
+             19,000-25,000 relative relocations against hello's 2,230, on pages the loader must \
+             copy to write. Where the rest goes (timed inside a release build): \
+             `switchboard::init` takes about 0.36 ms, most of it constructing the DynamoDB \
+             client (about 0.2 ms the first time: the SDK's runtime plugins and its partition \
+             table, which the first request would need anyway); the remainder is page faults in a \
+             binary several times hello's size. Building without PIE (`SWITCHBOARD_PIE=1` keeps \
+             it) gives up ASLR for the executable's own image, as a Go binary built with Go's \
+             defaults does; the stack, heap and shared libraries stay randomized.\n"
         );
     }
     let _ = writeln!(

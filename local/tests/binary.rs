@@ -467,6 +467,42 @@ fn the_template_uses_no_sam_policy_templates_and_the_partition_in_every_arn() {
     );
 }
 
+/// Every binary the template deploys, and the benchmark's hello world it is measured
+/// against, is linked by the one Lambda build script (`shared/build/lambda-link.rs`: no PIE,
+/// so the loader relocates nothing at a cold start). A function added without it would start
+/// slower than the rest and be measured against a different baseline.
+#[test]
+fn every_deployed_binary_and_the_hello_world_use_the_lambda_build_script() {
+    let root = workspace_root();
+    let raw = std::fs::read_to_string(root.join("template.yaml")).unwrap();
+    let binaries: Vec<&str> = raw
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("Binary: "))
+        .collect();
+    assert!(binaries.len() >= 20, "{binaries:?}");
+    let script = root.join("shared/build/lambda-link.rs");
+    assert!(script.is_file());
+    for package in binaries
+        .iter()
+        .map(|b| format!("functions/{b}"))
+        .chain(["bench/hello".into()])
+    {
+        let dir = root.join(&package);
+        let manifest = std::fs::read_to_string(dir.join("Cargo.toml"))
+            .unwrap_or_else(|e| panic!("{package}/Cargo.toml: {e}"));
+        let build = manifest
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("build = "))
+            .unwrap_or_else(|| panic!("{package} has no build script"))
+            .trim_matches('"');
+        assert_eq!(
+            dir.join(build).canonicalize().unwrap(),
+            script.canonicalize().unwrap(),
+            "{package}"
+        );
+    }
+}
+
 /// DynamoDB Local's bundled log4j-core (2.8) has the JNDI lookup of Log4Shell; the install
 /// removes that class, also from a cache installed before it did.
 #[test]
