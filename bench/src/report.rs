@@ -562,11 +562,16 @@ pub fn render(m: &Map<String, Value>, goals: &[Goal], plots: &Path) -> String {
          - Cold start, second pass: the init ratio was still 1.63 (goal 1.5). Half of the gap was \
            the runtime's default log subscriber compiling its `EnvFilter` directives; functions \
            now log through a plain level filter, and build their ECS clients on first use \
-           (most never call ECS). Measured after this table's run with `switchboard-bench \
-           --cold-start-only DIR` (all twenty release binaries and hello, 20 interleaved runs, \
-           three times): the worst function at 1.48x, 1.54x and 1.58x hello, from 1.63x. At the \
-           goal's edge, not reliably under it: the remainder is building the DynamoDB client and \
-           a binary 7.8x hello's size.\n"
+           (most never call ECS). Measured with `switchboard-bench --cold-start-only DIR`: the \
+           worst function at 1.48x, 1.54x and 1.58x hello, at the goal's edge.\n\
+         - Cold start, third pass: `perf` showed the dynamic loader relocating the binary as the \
+           larger part of the rest (19,000-25,000 relative relocations per function against \
+           hello's 2,230, and about 65 more copy-on-write page faults), and `switchboard::init` \
+           itself at about 0.36 ms. Every Lambda binary, hello included, is now linked without \
+           PIE (`shared/build/lambda-link.rs`; checked to build for arm64 with cargo-lambda). The \
+           same four functions side by side, three interleaved runs: 1.27-1.38x hello without \
+           PIE, 1.42-1.58x with it. All twenty, three more runs after this table's: worst \
+           1.40x, 1.39x, 1.33x.\n"
     );
 
     let _ = writeln!(o, "## Sessions API\n");
