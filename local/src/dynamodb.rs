@@ -161,7 +161,13 @@ pub fn for_process() -> Result<String, DynamoError> {
             std::thread::spawn(move || {
                 let started = ensure_installed(&cache_dir()).and_then(|dir| {
                     let port = free_port().map_err(|e| DynamoError::Start(e.to_string()))?;
-                    DynamoDbLocal::start(&dir, port)
+                    let local = DynamoDbLocal::start(&dir, port)?;
+                    tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .map_err(|e| DynamoError::Start(e.to_string()))?
+                        .block_on(local.wait_ready())?;
+                    Ok(local)
                 });
                 match started {
                     Ok(local) => {
@@ -176,28 +182,10 @@ pub fn for_process() -> Result<String, DynamoError> {
                     }
                 }
             });
-            let endpoint = rx
-                .recv()
-                .map_err(|_| DynamoError::Start("its thread ended".into()))??;
-            wait_until_listening(&endpoint, Duration::from_secs(60))?;
-            Ok(endpoint)
+            rx.recv()
+                .map_err(|_| DynamoError::Start("its thread ended".into()))?
         })
         .clone()
-}
-
-/// Blocks until `endpoint` accepts connections, and a moment more: the port opens a little
-/// before Jetty answers.
-fn wait_until_listening(endpoint: &str, limit: Duration) -> Result<(), DynamoError> {
-    let address = endpoint.trim_start_matches("http://");
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if std::net::TcpStream::connect(address).is_ok() {
-            std::thread::sleep(Duration::from_millis(300));
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    Err(DynamoError::NotReady(endpoint.to_string()))
 }
 
 /// A running DynamoDB Local, stopped when dropped (and killed by the kernel if this process
