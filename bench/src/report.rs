@@ -525,7 +525,7 @@ pub fn render(m: &Map<String, Value>, goals: &[Goal], plots: &Path) -> String {
              directly instead of through the loader's provider chains and profile files \
              (`Deps::from_env`); logs go through a plain level filter instead of the runtime's \
              `EnvFilter`, and ECS clients are built on first use. And every Lambda binary, hello \
-             included, is linked without PIE (`shared/build/lambda-link.rs`): a PIE is relocated \
+             included, is linked without PIE (`build/lambda-link.rs`): a PIE is relocated \
              by the dynamic loader at every start, and a function carrying the AWS SDK has \
              19,000-25,000 relative relocations against hello's 2,230, on pages the loader must \
              copy to write. Where the rest goes (timed inside a release build): \
@@ -568,7 +568,7 @@ pub fn render(m: &Map<String, Value>, goals: &[Goal], plots: &Path) -> String {
            larger part of the rest (19,000-25,000 relative relocations per function against \
            hello's 2,230, and about 65 more copy-on-write page faults), and `switchboard::init` \
            itself at about 0.36 ms. Every Lambda binary, hello included, is now linked without \
-           PIE (`shared/build/lambda-link.rs`; checked to build for arm64 with cargo-lambda). The \
+           PIE (`build/lambda-link.rs`; checked to build for arm64 with cargo-lambda). The \
            same four functions side by side, three interleaved runs: 1.27-1.38x hello without \
            PIE, 1.42-1.58x with it. All twenty, three more runs after this table's: worst \
            1.40x, 1.39x, 1.33x.\n"

@@ -468,7 +468,7 @@ fn the_template_uses_no_sam_policy_templates_and_the_partition_in_every_arn() {
 }
 
 /// Every binary the template deploys, and the benchmark's hello world it is measured
-/// against, is linked by the one Lambda build script (`shared/build/lambda-link.rs`: no PIE,
+/// against, is linked by the one Lambda build script (`build/lambda-link.rs`: no PIE,
 /// so the loader relocates nothing at a cold start). A function added without it would start
 /// slower than the rest and be measured against a different baseline.
 #[test]
@@ -480,7 +480,7 @@ fn every_deployed_binary_and_the_hello_world_use_the_lambda_build_script() {
         .filter_map(|l| l.trim().strip_prefix("Binary: "))
         .collect();
     assert!(binaries.len() >= 20, "{binaries:?}");
-    let script = root.join("shared/build/lambda-link.rs");
+    let script = root.join("build/lambda-link.rs");
     assert!(script.is_file());
     for package in binaries
         .iter()
