@@ -7,6 +7,7 @@
 #
 # Installs schemathesis into $SWITCHBOARD_CACHE_DIR/fuzz-venv on first use; later runs reuse it.
 # SWITCHBOARD_LOCAL_BIN: a switchboard-local binary to fuzz instead of building one.
+# FUZZ_LOG: a file to keep the stack's whole log in.
 set -euo pipefail
 
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -102,7 +103,14 @@ for run in with-keys without-keys; do
     echo "== schemathesis ($run): $(( $(date +%s) - started ))s"
 done
 if [[ "$status" -ne 0 ]]; then
-    echo "fuzz: the stack's log:" >&2
-    tail -n 40 "$work/stack.err" >&2
+    # The failing request's own lines, wherever they are: warnings and errors first (a sweep
+    # every 2 s fills the tail with routine lines), then the tail.
+    echo "fuzz: the stack's warnings and errors:" >&2
+    sed 's/\x1b\[[0-9;]*m//g' "$work/stack.err" | grep -E ' (WARN|ERROR) |panicked' | tail -n 40 >&2 || true
+    echo "fuzz: the stack's last lines:" >&2
+    tail -n 10 "$work/stack.err" >&2
+fi
+if [[ -n "${FUZZ_LOG:-}" ]]; then
+    cp "$work/stack.err" "$FUZZ_LOG"
 fi
 exit "$status"
