@@ -67,6 +67,22 @@ async fn post_session(t: &TestStack, body: Value) -> (u16, Value) {
     .await
 }
 
+/// The id of the server a live session runs on: its own, never the session's (a session id is
+/// free again while its old server may still be ending).
+async fn server_of(t: &TestStack, session_id: &str) -> String {
+    let session = t
+        .store()
+        .session(session_id)
+        .await
+        .unwrap()
+        .expect("a live session");
+    assert_ne!(
+        session.server_id, session_id,
+        "a server has an id of its own"
+    );
+    session.server_id
+}
+
 /// Sends `ping` to the game server at `host:port` and returns its answer.
 async fn udp_ping(host: &str, port: u64) -> String {
     let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
@@ -244,22 +260,23 @@ async fn every_route_answers_as_the_session_api_does() {
         created,
         json!({ "id": id, "host": host, "ports": [{ "type": "udp", "container": 7777, "host": 7777 }] })
     );
+    let server = server_of(&t, &id).await;
     let task = t
         .stack
         .tasks()
         .into_iter()
-        .find(|task| task.started_by.as_deref() == Some(id.as_str()))
-        .expect("startedBy is the session id");
+        .find(|task| task.started_by.as_deref() == Some(server.as_str()))
+        .expect("startedBy is the server's id");
     assert_eq!(
         task.environment.get("MAP").map(String::as_str),
         Some("dust")
     );
-    assert_eq!(task.environment.get("SERVER_ID"), Some(&id));
+    assert_eq!(task.environment.get("SERVER_ID"), Some(&server));
     assert_eq!(task.command, ["--mode", "duel"]);
     assert_eq!(
         udp_ping(&host, 7777).await,
-        format!("pong {id}"),
-        "the host reaches the server"
+        format!("pong {server}"),
+        "the host reaches the session's server"
     );
 
     // Idempotent per id: the same body gives the same session; another body is a conflict.
@@ -419,7 +436,7 @@ async fn every_route_answers_as_the_session_api_does() {
         .await,
         (200, json!({ "id": id, "message": "Session stopped" }))
     );
-    wait_for_event(&dir, &id, "sigterm", SERVER_WAIT).await;
+    wait_for_event(&dir, &server, "sigterm", SERVER_WAIT).await;
     assert_eq!(
         t.call(
             "DELETE",
@@ -463,6 +480,7 @@ async fn an_expired_ttl_ends_the_session_and_frees_its_players() {
         post_session(&t, json!({ "image": GAME, "location": "local", "ttl": 60 })).await;
     assert_eq!(status, 201, "{created}");
     let id = created["id"].as_str().unwrap().to_string();
+    let server = server_of(&t, &id).await;
     let join = json!({ "session": id, "players": ["eve"] }).to_string();
     assert_eq!(
         t.call(
@@ -480,8 +498,8 @@ async fn an_expired_ttl_ends_the_session_and_frees_its_players() {
     assert!(t.stack.sweep().await.ended.is_empty());
     t.clock.advance(2);
     let report = t.stack.sweep().await;
-    assert_eq!(report.ended, std::slice::from_ref(&id), "{report:?}");
-    wait_for_event(&dir, &id, "sigterm", SERVER_WAIT).await;
+    assert_eq!(report.ended, std::slice::from_ref(&server), "{report:?}");
+    wait_for_event(&dir, &server, "sigterm", SERVER_WAIT).await;
     let (_, listed) = t.call("GET", "/session", None, Some(OPERATOR_KEY)).await;
     assert_eq!(listed, json!({ "sessions": [] }));
     assert_eq!(
@@ -617,11 +635,12 @@ async fn a_location_in_another_region_runs_its_task_there() {
         let (status, created) =
             post_session(&t, json!({ "image": image, "location": location })).await;
         assert_eq!(status, 201, "{created}");
+        let server = server_of(&t, created["id"].as_str().expect("id")).await;
         let task = t
             .stack
             .tasks()
             .into_iter()
-            .find(|task| task.started_by.as_deref() == created["id"].as_str())
+            .find(|task| task.started_by.as_deref() == Some(server.as_str()))
             .expect("its task");
         regions.push(task.region.unwrap_or_default());
     }
@@ -658,4 +677,96 @@ async fn an_id_is_free_again_once_its_session_ended() {
         (201, Some(id.as_str())),
         "{body}"
     );
+}
+
+/// An id is free again once its session has expired, before the sweeper has ended the
+/// session's server. Ending that server afterwards must take only its own session: a new
+/// session with the same id stays, with its players.
+#[tokio::test(flavor = "multi_thread")]
+async fn ending_an_expired_session_leaves_a_new_session_with_the_same_id() {
+    let dir = events_dir();
+    let t = TestStack::start_with(sessions_stack(&dir, 1)).await;
+    let launched = t.stack.sweep().await.launched;
+    assert_eq!(launched.len(), 1);
+    let warm = launched[0].clone();
+    wait_for_event(&dir, &warm, "identified", SERVER_WAIT).await;
+
+    let id = uuid::Uuid::new_v4().to_string();
+    let (status, first) = post_session(
+        &t,
+        json!({ "image": GAME, "location": "local", "id": id, "ttl": 60 }),
+    )
+    .await;
+    assert_eq!(status, 201, "{first}");
+    wait_for_event(&dir, &warm, &format!("session {id}"), SERVER_WAIT).await;
+
+    t.clock.advance(61);
+    let (status, second) =
+        post_session(&t, json!({ "image": GAME, "location": "local", "id": id })).await;
+    assert_eq!(
+        status, 201,
+        "the id is free once its session expired: {second}"
+    );
+    let join = json!({ "session": id, "players": ["mallory"] }).to_string();
+    let (status, joined) = t
+        .call(
+            "PUT",
+            "/session/player/join",
+            Some(&join),
+            Some(OPERATOR_KEY),
+        )
+        .await;
+    assert_eq!(status, 200, "{joined}");
+
+    let report = t.stack.sweep().await;
+    assert!(
+        report.ended.contains(&warm),
+        "the expired session's server ends: {report:?}"
+    );
+    wait_for_event(&dir, &warm, "sigterm", SERVER_WAIT).await;
+    let (status, now) = t
+        .call("GET", &format!("/session/{id}"), None, Some(OPERATOR_KEY))
+        .await;
+    assert_eq!(
+        status, 200,
+        "the new session outlives the old one's ending: {now}"
+    );
+    assert_eq!(now["host"], second["host"], "{now}");
+    assert_eq!(now["players"], json!(["mallory"]), "{now}");
+}
+
+/// DELETE /session/{id} ends the server, then makes sure the session it read is gone. By
+/// then the id may carry a new session (the ending freed it): that one must stay.
+#[tokio::test(flavor = "multi_thread")]
+async fn removing_a_stopped_session_leaves_a_new_session_with_the_same_id() {
+    let dir = events_dir();
+    let t = TestStack::start_with(sessions_stack(&dir, 0)).await;
+    let id = uuid::Uuid::new_v4().to_string();
+    let body = json!({ "image": GAME, "location": "local", "id": id });
+    assert_eq!(post_session(&t, body.clone()).await.0, 201);
+    let old = t.store().session(&id).await.unwrap().expect("the session");
+    let (status, stopped) = t
+        .call(
+            "DELETE",
+            &format!("/session/{id}"),
+            None,
+            Some(OPERATOR_KEY),
+        )
+        .await;
+    assert_eq!(status, 200, "{stopped}");
+
+    // A new session with the id, as a POST racing the DELETE gets it.
+    t.clock.advance(1);
+    assert_eq!(post_session(&t, body).await.0, 201);
+    // The DELETE's last step, for the session it had read.
+    assert!(
+        !t.store()
+            .delete_session(&id, &old.server_id, Some(old.created))
+            .await
+            .unwrap()
+    );
+    let (status, now) = t
+        .call("GET", &format!("/session/{id}"), None, Some(OPERATOR_KEY))
+        .await;
+    assert_eq!(status, 200, "{now}");
 }

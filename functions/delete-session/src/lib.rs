@@ -26,7 +26,10 @@ async fn delete(deps: &Deps, event: &ApiGatewayV2httpRequest) -> Result<Value, A
         false,
     )
     .await?;
-    // A server already ending elsewhere takes the session with it; make sure it is gone.
-    deps.store.delete_session(&id).await?;
+    // A server already ending elsewhere takes the session with it; make sure it is gone. Only
+    // this session: once the ending has removed it, its id may already carry a new one.
+    deps.store
+        .delete_session(&id, &session.server_id, Some(session.created))
+        .await?;
     Ok(json!({ "id": id, "message": "Session stopped" }))
 }

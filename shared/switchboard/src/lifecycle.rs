@@ -229,8 +229,8 @@ pub struct ColdSession<'a> {
 }
 
 /// Records a game server of `image` in `location` (with its session, on the cold path) and
-/// launches its task in that location's region: `startedBy` and the idempotency token are the
-/// server id (a cold session's id). A refused launch leaves no record.
+/// launches its task in that location's region, marked with `startedBy` = the server's own id.
+/// A refused launch leaves no record.
 pub async fn launch_server(
     deps: &Deps,
     image: &str,
@@ -254,10 +254,10 @@ pub async fn launch_server(
         .ws_url
         .clone()
         .ok_or(LifecycleError::NoSignalingUrl)?;
-    let server_id = match cold {
-        Some(cold) => cold.session.id.to_string(),
-        None => Uuid::new_v4().to_string(),
-    };
+    // Never the session's id, even on the cold path: a session id is free again as soon as its
+    // session ends, while its server may still be ending. Each server has an id of its own, so
+    // an ending (DELETE, the sweeper) always ends the server it read and no later one.
+    let server_id = Uuid::new_v4().to_string();
     let token = format!("{}{}", Uuid::new_v4().simple(), Uuid::new_v4().simple());
     let store = &deps.store;
     let server = NewServer {

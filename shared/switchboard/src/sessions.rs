@@ -16,7 +16,7 @@ use crate::ecs::{self, LaunchError};
 use crate::error::ApiError;
 use crate::http::ErrorStyle;
 use crate::lifecycle::{self, ColdSession, LifecycleError};
-use crate::model::{Allocation, NewSession, SESSION_MAX_SECONDS, Session};
+use crate::model::{Allocation, NewSession, SESSION_MAX_SECONDS, STARTING, Session};
 use crate::sockets::Delivery;
 
 /// Every sessions route answers errors as `{"message"}`.
@@ -111,9 +111,18 @@ fn ports(deps: &Deps, image: &str) -> Value {
 
 /// POST /session's answer for a session.
 fn created(session: &Session) -> Value {
-    let mut body = json!({ "id": session.id, "host": session.host, "ports": session.ports });
-    if session.host.is_none() {
-        body["status"] = json!(session.status);
+    created_body(
+        &session.id,
+        session.host.as_deref(),
+        &session.ports,
+        &session.status,
+    )
+}
+
+fn created_body(id: &str, host: Option<&str>, ports: &Value, status: &str) -> Value {
+    let mut body = json!({ "id": id, "host": host, "ports": ports });
+    if host.is_none() {
+        body["status"] = json!(status);
     }
     body
 }
@@ -208,26 +217,31 @@ pub async fn create(deps: &Deps, request: SessionRequest) -> Result<(u16, Value)
         args: &args,
         task_definition,
     };
-    match lifecycle::launch_server(deps, &request.image, &request.location, None, Some(&cold)).await
-    {
-        Ok(_) => {}
-        Err(LifecycleError::SessionExists) => {
-            // The same id, created a moment ago by a concurrent call.
-            return match deps.store.session(&session_id).await? {
-                Some(existing) => repeat(&existing, &fingerprint),
-                None => Err(ApiError::Conflict(format!("id {session_id} is in use"))),
-            };
-        }
-        Err(LifecycleError::Launch(LaunchError::Failures(reason))) => {
-            return Err(ApiError::Capacity(format!(
-                "no capacity in {}: {reason}",
-                request.location
-            )));
-        }
-        Err(e) => return Err(e.into()),
-    }
-    let session = wait_for_host(deps, &session_id).await?;
-    Ok((201, created(&session)))
+    let server_id =
+        match lifecycle::launch_server(deps, &request.image, &request.location, None, Some(&cold))
+            .await
+        {
+            Ok(launched) => launched.room_id,
+            Err(LifecycleError::SessionExists) => {
+                // The same id, created a moment ago by a concurrent call.
+                return match deps.store.session(&session_id).await? {
+                    Some(existing) => repeat(&existing, &fingerprint),
+                    None => Err(ApiError::Conflict(format!("id {session_id} is in use"))),
+                };
+            }
+            Err(LifecycleError::Launch(LaunchError::Failures(reason))) => {
+                return Err(ApiError::Capacity(format!(
+                    "no capacity in {}: {reason}",
+                    request.location
+                )));
+            }
+            Err(e) => return Err(e.into()),
+        };
+    let host = wait_for_host(deps, &session_id, &server_id).await?;
+    Ok((
+        201,
+        created_body(&session_id, host.as_deref(), &ports, STARTING),
+    ))
 }
 
 /// A repeat of POST /session with an id a live session has.
@@ -314,7 +328,9 @@ async fn allocate_warm(
         };
         if let Some(host) = &host {
             deps.store.server_running(&server, host).await?;
-            deps.store.set_session_host(session.id, host).await?;
+            deps.store
+                .set_session_host(session.id, &server_id, host)
+                .await?;
         }
         if let Some(slot) = server.slot {
             // The allocation has happened; a failed refill waits for the sweeper.
@@ -372,23 +388,36 @@ pub async fn refresh(deps: &Deps, session: Session) -> Result<Session, ApiError>
         return Ok(session);
     };
     deps.store.server_running(&server, &host).await?;
-    deps.store.set_session_host(&session.id, &host).await?;
+    deps.store
+        .set_session_host(&session.id, &server.room_id, &host)
+        .await?;
     Ok(deps.store.session(&session.id).await?.unwrap_or(session))
 }
 
-/// A cold start waits up to `SWITCHBOARD_SESSION_WAIT_SECONDS` for its task's address.
-async fn wait_for_host(deps: &Deps, session_id: &str) -> Result<Session, ApiError> {
+/// A cold start waits up to `SWITCHBOARD_SESSION_WAIT_SECONDS` for its server's address, read
+/// from the server and its task, not from the session: a short `ttl` or a DELETE may end the
+/// session while it starts, and the answer is then the session as it was created.
+async fn wait_for_host(
+    deps: &Deps,
+    session_id: &str,
+    server_id: &str,
+) -> Result<Option<String>, ApiError> {
     let deadline =
         tokio::time::Instant::now() + Duration::from_secs(deps.config.session_wait_seconds as u64);
     loop {
-        let session = deps
-            .store
-            .session(session_id)
-            .await?
-            .ok_or_else(|| ApiError::Internal(format!("session {session_id} vanished")))?;
-        let session = refresh(deps, session).await?;
-        if session.host.is_some() || tokio::time::Instant::now() >= deadline {
-            return Ok(session);
+        let Some(server) = deps.store.room(server_id).await? else {
+            tracing::info!(session = session_id, server_id, "ended while it started");
+            return Ok(None);
+        };
+        if let Some(host) = task_address(deps, &server).await? {
+            deps.store.server_running(&server, &host).await?;
+            deps.store
+                .set_session_host(session_id, server_id, &host)
+                .await?;
+            return Ok(Some(host));
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Ok(None);
         }
         tokio::time::sleep(ADDRESS_POLL).await;
     }

@@ -14,8 +14,8 @@ mod sockets;
 pub use hosts::{HeartbeatOutcome, HostStatus, MatchOutcome, MatchedHost};
 pub use rooms::{ClaimedRoom, HOST_APP, Room, RoomKind, RoomState, SFU_APP, SfuProof};
 pub use sessions::{
-    Allocation, Join, MAX_PLAYERS_PER_CALL, NewServer, NewSession, SESSION_MAX_SECONDS, Session,
-    server_pool, server_slots,
+    Allocation, Join, MAX_PLAYERS_PER_CALL, NewServer, NewSession, SESSION_MAX_SECONDS, STARTING,
+    Session, server_pool, server_slots,
 };
 pub use sockets::{Connection, JoinOutcome, Member, Role};
 

@@ -723,7 +723,7 @@ impl Store {
             self.forget_host(host_id, &room.room_id).await?;
         }
         if let Some(session_id) = &room.session_id {
-            self.delete_session(session_id).await?;
+            self.delete_session(session_id, &room.room_id, None).await?;
         }
         let result = self
             .client

@@ -24,6 +24,8 @@ use super::rooms::{READY_INDEX, Room};
 use super::{CONNECTION_TTL_SECONDS, EXPIRES_AT, Store};
 use crate::error::{StoreError, dynamo_error};
 
+/// A session's status until its server's address is known (then `ready`).
+pub const STARTING: &str = "starting";
 const LISTED_INDEX: &str = "LiveSessions";
 const LISTED: &str = "live";
 /// A session without a `ttl` is kept this long at most (then ended like any other).
@@ -194,7 +196,7 @@ impl Store {
         if let Some(session) = session {
             request = request.transact_items(
                 TransactWriteItem::builder()
-                    .put(self.session_put(session, server.id, "starting")?)
+                    .put(self.session_put(session, server.id, STARTING)?)
                     .build(),
             );
         }
@@ -318,16 +320,23 @@ impl Store {
         }
     }
 
-    /// A warm server's address and the session's host, once known.
-    pub async fn set_session_host(&self, session_id: &str, host: &str) -> Result<(), StoreError> {
+    /// A server's address as its session's host, once known: only on the session of that
+    /// server (its id may carry a newer session by then).
+    pub async fn set_session_host(
+        &self,
+        session_id: &str,
+        server_id: &str,
+        host: &str,
+    ) -> Result<(), StoreError> {
         let result = self
             .client
             .update_item()
             .table_name(&self.tables.sessions)
             .key("sessionId", s(session_id))
             .update_expression("SET host = :host, #status = :ready")
-            .condition_expression("attribute_exists(sessionId)")
+            .condition_expression("serverId = :server")
             .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":server", s(server_id))
             .expression_attribute_values(":host", s(host))
             .expression_attribute_values(":ready", s("ready"))
             .send()
@@ -447,17 +456,34 @@ impl Store {
         .await
     }
 
-    /// Deletes a session and releases its players (the last step of ending its server).
-    pub async fn delete_session(&self, session_id: &str) -> Result<(), StoreError> {
-        let out = self
+    /// Deletes session `session_id` and releases its players, if it is still the session of
+    /// `server_id` (and, with `created`, the same one, created then): an id is free for a new
+    /// session as soon as its session is gone or expired, and ending the old one must never
+    /// take the new one with it. Returns whether it deleted the session.
+    pub async fn delete_session(
+        &self,
+        session_id: &str,
+        server_id: &str,
+        created: Option<i64>,
+    ) -> Result<bool, StoreError> {
+        let mut delete = self
             .client
             .delete_item()
             .table_name(&self.tables.sessions)
             .key("sessionId", s(session_id))
-            .return_values(ReturnValue::AllOld)
-            .send()
-            .await
-            .map_err(dynamo_error)?;
+            .condition_expression("serverId = :server")
+            .expression_attribute_values(":server", s(server_id))
+            .return_values(ReturnValue::AllOld);
+        if let Some(created) = created {
+            delete = delete
+                .condition_expression("serverId = :server AND created = :created")
+                .expression_attribute_values(":created", n(created));
+        }
+        let out = match delete.send().await {
+            Ok(out) => out,
+            Err(e) if condition_failed(&e) => return Ok(false),
+            Err(e) => return Err(dynamo_error(e)),
+        };
         let players: Vec<String> = out
             .attributes()
             .and_then(|item| item.get("players"))
@@ -480,7 +506,7 @@ impl Store {
                 Err(e) => return Err(dynamo_error(e)),
             }
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Puts `players` into the live session `session_id`, atomically: either all join, or none
