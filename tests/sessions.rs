@@ -206,6 +206,11 @@ async fn every_route_answers_as_the_session_api_does() {
             "env",
         ),
         (
+            json!({ "image": GAME, "location": "local", "env": { "SERVER_TOKEN": "t" } }),
+            422,
+            "SERVER_TOKEN is set by Switchboard",
+        ),
+        (
             json!({ "image": GAME, "location": "local", "args": "x" }),
             422,
             "args",
@@ -272,6 +277,7 @@ async fn every_route_answers_as_the_session_api_does() {
         Some("dust")
     );
     assert_eq!(task.environment.get("SERVER_ID"), Some(&server));
+    assert_eq!(task.environment.get("SESSION_ID"), Some(&id));
     assert_eq!(task.command, ["--mode", "duel"]);
     assert_eq!(
         udp_ping(&host, 7777).await,

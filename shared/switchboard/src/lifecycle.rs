@@ -289,6 +289,8 @@ pub async fn launch_server(
         ("SIGNAL_SERVER_URL", signal_url),
     ];
     if let Some(cold) = cold {
+        // Its session, which a cold server is not told on its socket as a warm one is.
+        environment.push(("SESSION_ID", cold.session.id.to_string()));
         environment.extend(cold.env.iter().map(|(k, v)| (k.as_str(), v.clone())));
     }
     let task_definition = cold.map_or(application.task_definition.as_str(), |c| c.task_definition);

@@ -25,6 +25,14 @@ pub const STYLE: ErrorStyle = ErrorStyle::Rooms {
 };
 
 pub const MAX_ENV: usize = 64;
+/// Variables every cold task gets from Switchboard: a caller's `env` may not replace them, or
+/// a session could make its server identify as another.
+const RESERVED_ENV: [&str; 4] = [
+    "SERVER_ID",
+    "SERVER_TOKEN",
+    "SESSION_ID",
+    "SIGNAL_SERVER_URL",
+];
 pub const MAX_ARGS: usize = 64;
 /// How often a cold start asks ECS whether its task has an address yet.
 const ADDRESS_POLL: Duration = Duration::from_millis(200);
@@ -66,6 +74,11 @@ impl SessionRequest {
                 .any(|k| k.is_empty() || k.contains('=') || k.contains('\0'))
             {
                 return invalid("env: names must be non-empty, without '=' or NUL");
+            }
+            if let Some(name) = env.keys().find(|k| RESERVED_ENV.contains(&k.as_str())) {
+                return Err(ApiError::Invalid(format!(
+                    "env: {name} is set by Switchboard (the server's identity)"
+                )));
             }
         }
         if let Some(ttl) = self.ttl
