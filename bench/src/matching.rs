@@ -10,6 +10,7 @@ use serde_json::json;
 use crate::common::{
     Bench, Env, Error, HOST_KEY, Item, OPERATOR_KEY, median, millis, n, quantile, s,
 };
+use crate::proxy::Counts;
 
 const REGION: &str = "local";
 
@@ -213,14 +214,42 @@ pub async fn pools(
     Ok(results)
 }
 
-fn point(pool: usize, calls: &[f64], items: &[f64], latencies: &[f64]) -> PoolPoint {
-    PoolPoint {
-        pool,
-        calls: median(calls),
-        items: median(items),
-        p50_ms: median(latencies),
-        samples: calls.len(),
+/// Each measured request's DynamoDB requests, items read and latency, at one pool size.
+#[derive(Default)]
+struct Samples {
+    calls: Vec<f64>,
+    items: Vec<f64>,
+    latencies: Vec<f64>,
+}
+
+impl Samples {
+    fn add(&mut self, cost: &Counts, elapsed: Duration) {
+        self.calls.push(cost.calls() as f64);
+        self.items.push(cost.scanned as f64);
+        self.latencies.push(millis(elapsed));
     }
+
+    fn point(&self, pool: usize) -> PoolPoint {
+        PoolPoint {
+            pool,
+            calls: median(&self.calls),
+            items: median(&self.items),
+            p50_ms: median(&self.latencies),
+            samples: self.calls.len(),
+        }
+    }
+}
+
+/// Runs `request`, with the DynamoDB requests it made (counted at the proxy) and its latency.
+async fn measured<T>(
+    b: &Bench,
+    request: impl std::future::Future<Output = Result<T, Error>>,
+) -> Result<(T, Counts, Duration), Error> {
+    let before = b.counts();
+    let started = Instant::now();
+    let answer = request.await?;
+    let elapsed = started.elapsed();
+    Ok((answer, b.counts().since(&before), elapsed))
 }
 
 async fn find_match_point(
@@ -230,27 +259,23 @@ async fn find_match_point(
     samples: usize,
     warmup: usize,
 ) -> Result<PoolPoint, Error> {
-    let (mut calls, mut items, mut latencies) = (vec![], vec![], vec![]);
+    let mut taken = Samples::default();
     for k in 0..samples + warmup {
-        let before = b.counts();
-        let started = Instant::now();
-        let (status, body) = b
-            .call(
+        let ((status, body), cost, elapsed) = measured(
+            b,
+            b.call(
                 "POST",
                 "/api/find-match",
                 Some(json!({"region": REGION})),
                 None,
-            )
-            .await?;
-        let elapsed = started.elapsed();
-        let cost = b.counts().since(&before);
+            ),
+        )
+        .await?;
         if status != 200 {
             return Err(format!("find-match against {pool} idle hosts: {status} {body}").into());
         }
         if k >= warmup {
-            calls.push(cost.calls() as f64);
-            items.push(cost.scanned as f64);
-            latencies.push(millis(elapsed));
+            taken.add(&cost, elapsed);
         }
         // Back to idle (uncounted): the pool keeps its size.
         let room = body["roomId"].as_str().unwrap_or_default();
@@ -264,7 +289,7 @@ async fn find_match_point(
             .send()
             .await?;
     }
-    Ok(point(pool, &calls, &items, &latencies))
+    Ok(taken.point(pool))
 }
 
 async fn return_room(env: &Env, b: &Bench, room: &str, path: &str) -> Result<(), Error> {
@@ -294,28 +319,24 @@ async fn claim_point(
     samples: usize,
     warmup: usize,
 ) -> Result<PoolPoint, Error> {
-    let (mut calls, mut items, mut latencies) = (vec![], vec![], vec![]);
+    let mut taken = Samples::default();
     for k in 0..samples + warmup {
         let path = format!("/bench-{pool}-{k}");
-        let before = b.counts();
-        let started = Instant::now();
-        let (status, body) = b
-            .call("PATCH", "/claimRoom", Some(json!({"urlPath": path})), None)
-            .await?;
-        let elapsed = started.elapsed();
-        let cost = b.counts().since(&before);
+        let ((status, body), cost, elapsed) = measured(
+            b,
+            b.call("PATCH", "/claimRoom", Some(json!({"urlPath": path})), None),
+        )
+        .await?;
         if status != 200 {
             return Err(format!("claimRoom against {pool} ready rooms: {status} {body}").into());
         }
         if k >= warmup {
-            calls.push(cost.calls() as f64);
-            items.push(cost.scanned as f64);
-            latencies.push(millis(elapsed));
+            taken.add(&cost, elapsed);
         }
         let room = body["roomId"].as_str().unwrap_or_default();
         return_room(env, b, room, &path).await?;
     }
-    Ok(point(pool, &calls, &items, &latencies))
+    Ok(taken.point(pool))
 }
 
 /// The baseline the design avoids, written here: as Arbiter claims a room, a full table Scan
@@ -379,22 +400,16 @@ async fn arbiter_point(
     pool: usize,
     samples: usize,
 ) -> Result<PoolPoint, Error> {
-    let (mut calls, mut items, mut latencies) = (vec![], vec![], vec![]);
+    let mut taken = Samples::default();
     for k in 0..samples + 1 {
         let path = format!("/arbiter-{pool}-{k}");
-        let before = b.counts();
-        let started = Instant::now();
-        let room = arbiter_claim(b, &path).await?;
-        let elapsed = started.elapsed();
-        let cost = b.counts().since(&before);
+        let (room, cost, elapsed) = measured(b, arbiter_claim(b, &path)).await?;
         if k >= 1 {
-            calls.push(cost.calls() as f64);
-            items.push(cost.scanned as f64);
-            latencies.push(millis(elapsed));
+            taken.add(&cost, elapsed);
         }
         return_room(env, b, &room, &path).await?;
     }
-    Ok(point(pool, &calls, &items, &latencies))
+    Ok(taken.point(pool))
 }
 
 #[derive(Debug, Default)]
