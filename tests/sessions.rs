@@ -67,6 +67,12 @@ async fn post_session(t: &TestStack, body: Value) -> (u16, Value) {
     .await
 }
 
+/// `method /session/{id}` with the operator key: GET and DELETE.
+async fn on_session(t: &TestStack, method: &str, id: &str) -> (u16, Value) {
+    t.call(method, &format!("/session/{id}"), None, Some(OPERATOR_KEY))
+        .await
+}
+
 /// The id of the server a live session runs on: its own, never the session's (a session id is
 /// free again while its old server may still be ending).
 async fn server_of(t: &TestStack, session_id: &str) -> String {
@@ -310,9 +316,7 @@ async fn every_route_answers_as_the_session_api_does() {
     assert!(
         sessions[0]["created"].as_i64().is_some() && sessions[0]["expiresAt"].as_i64().is_some()
     );
-    let (status, one) = t
-        .call("GET", &format!("/session/{id}"), None, Some(OPERATOR_KEY))
-        .await;
+    let (status, one) = on_session(&t, "GET", &id).await;
     assert_eq!(
         (status, one["status"].as_str(), one["host"].as_str()),
         (200, Some("ready"), Some(host.as_str()))
@@ -433,27 +437,11 @@ async fn every_route_answers_as_the_session_api_does() {
 
     // DELETE ends it through the lifecycle: SIGTERM to the server, players released.
     assert_eq!(
-        t.call(
-            "DELETE",
-            &format!("/session/{id}"),
-            None,
-            Some(OPERATOR_KEY)
-        )
-        .await,
+        on_session(&t, "DELETE", &id).await,
         (200, json!({ "id": id, "message": "Session stopped" }))
     );
     wait_for_event(&dir, &server, "sigterm", SERVER_WAIT).await;
-    assert_eq!(
-        t.call(
-            "DELETE",
-            &format!("/session/{id}"),
-            None,
-            Some(OPERATOR_KEY)
-        )
-        .await
-        .0,
-        404
-    );
+    assert_eq!(on_session(&t, "DELETE", &id).await.0, 404);
     let (_, listed) = t.call("GET", "/session", None, Some(OPERATOR_KEY)).await;
     assert_eq!(
         listed["sessions"]
@@ -664,17 +652,7 @@ async fn an_id_is_free_again_once_its_session_ended() {
     let id = uuid::Uuid::new_v4().to_string();
     let first = json!({ "image": GAME, "location": "local", "id": id });
     assert_eq!(post_session(&t, first).await.0, 201);
-    assert_eq!(
-        t.call(
-            "DELETE",
-            &format!("/session/{id}"),
-            None,
-            Some(OPERATOR_KEY)
-        )
-        .await
-        .0,
-        200
-    );
+    assert_eq!(on_session(&t, "DELETE", &id).await.0, 200);
     // The same id with another request: a new session, not a conflict with the ended one.
     let again = json!({ "image": GAME, "location": "local", "id": id, "env": { "MAP": "b" } });
     let (status, body) = post_session(&t, again).await;
@@ -730,9 +708,7 @@ async fn ending_an_expired_session_leaves_a_new_session_with_the_same_id() {
         "the expired session's server ends: {report:?}"
     );
     wait_for_event(&dir, &warm, "sigterm", SERVER_WAIT).await;
-    let (status, now) = t
-        .call("GET", &format!("/session/{id}"), None, Some(OPERATOR_KEY))
-        .await;
+    let (status, now) = on_session(&t, "GET", &id).await;
     assert_eq!(
         status, 200,
         "the new session outlives the old one's ending: {now}"
@@ -751,14 +727,7 @@ async fn removing_a_stopped_session_leaves_a_new_session_with_the_same_id() {
     let body = json!({ "image": GAME, "location": "local", "id": id });
     assert_eq!(post_session(&t, body.clone()).await.0, 201);
     let old = t.store().session(&id).await.unwrap().expect("the session");
-    let (status, stopped) = t
-        .call(
-            "DELETE",
-            &format!("/session/{id}"),
-            None,
-            Some(OPERATOR_KEY),
-        )
-        .await;
+    let (status, stopped) = on_session(&t, "DELETE", &id).await;
     assert_eq!(status, 200, "{stopped}");
 
     // A new session with the id, as a POST racing the DELETE gets it.
@@ -771,8 +740,6 @@ async fn removing_a_stopped_session_leaves_a_new_session_with_the_same_id() {
             .await
             .unwrap()
     );
-    let (status, now) = t
-        .call("GET", &format!("/session/{id}"), None, Some(OPERATOR_KEY))
-        .await;
+    let (status, now) = on_session(&t, "GET", &id).await;
     assert_eq!(status, 200, "{now}");
 }

@@ -138,43 +138,13 @@ pub async fn handshake(env: &Env, frames: usize, connections: usize) -> Result<H
     let mut listeners = vec![];
     for (_, mut peer) in big.clients.drain(..) {
         listeners.push(tokio::spawn(async move {
-            let mut heard = 0usize;
-            // Bounded: the notice arrives within seconds, then one quiet second.
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while Instant::now() < deadline {
-                let wait = if heard > 0 {
-                    Duration::from_secs(1)
-                } else {
-                    Duration::from_secs(10)
-                };
-                match peer.recv_within(wait).await {
-                    Ok(Some(text)) if text.contains("clientDisconnect") => heard += 1,
-                    Ok(Some(_)) => {}
-                    _ => break,
-                }
-            }
+            let heard = departure_notices(&mut peer).await;
             peer.close().await;
             heard
         }));
     }
     let mut host = big.host;
-    let host_listener = tokio::spawn(async move {
-        let mut heard = 0usize;
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            let wait = if heard > 0 {
-                Duration::from_secs(1)
-            } else {
-                Duration::from_secs(10)
-            };
-            match host.recv_within(wait).await {
-                Ok(Some(text)) if text.contains("clientDisconnect") => heard += 1,
-                Ok(Some(_)) => {}
-                _ => break,
-            }
-        }
-        heard
-    });
+    let host_listener = tokio::spawn(async move { departure_notices(&mut host).await });
     let mut depart_posts_50 = host_listener.await?;
     for listener in listeners {
         depart_posts_50 += listener.await?;
@@ -253,4 +223,24 @@ pub async fn relay(env: &Env, frames: usize) -> Result<Relay, Error> {
 
 pub fn summary(values: &[f64]) -> (f64, f64) {
     (median(values), p99(values))
+}
+
+/// The `clientDisconnect` notices `peer` hears. Bounded: the notice arrives within seconds,
+/// then one quiet second ends the count.
+async fn departure_notices(peer: &mut Peer) -> usize {
+    let mut heard = 0usize;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        let wait = if heard > 0 {
+            Duration::from_secs(1)
+        } else {
+            Duration::from_secs(10)
+        };
+        match peer.recv_within(wait).await {
+            Ok(Some(text)) if text.contains("clientDisconnect") => heard += 1,
+            Ok(Some(_)) => {}
+            _ => break,
+        }
+    }
+    heard
 }

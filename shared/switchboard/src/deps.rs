@@ -184,12 +184,7 @@ fn lambda_environment(
 mod tests {
     use super::*;
 
-    fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use crate::test_vars as vars;
 
     const LAMBDA: [(&str, &str); 6] = [
         ("AWS_REGION", "eu-west-1"),

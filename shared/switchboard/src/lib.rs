@@ -54,3 +54,12 @@ fn init_logging() {
         .with_ansi(false)
         .try_init();
 }
+
+/// An environment for unit tests, from name-value pairs.
+#[cfg(test)]
+pub(crate) fn test_vars(pairs: &[(&str, &str)]) -> std::collections::HashMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}

@@ -77,12 +77,7 @@ pub fn https_client(
 mod tests {
     use super::*;
 
-    fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use crate::test_vars as vars;
 
     #[test]
     fn only_aws_endpoints_trust_only_amazon_roots() {
