@@ -359,7 +359,8 @@ async fn dynamodb_outage_answers_503_and_leaves_nothing_half_done() {
     );
     // A reservation whose write reached DynamoDB just as it died, with the answer lost, is
     // held without a client having been told: at most one per matcher, and only until its
-    // lease runs out, after which the host is matched again.
+    // lease runs out. The host's next idle heartbeat after that (hosts beat every ~20 s) puts
+    // it back in matching; no heartbeat does while the lease lasts (ARCHITECTURE.md, invariants).
     let stranded: Vec<String> = reserved.difference(&answered).cloned().collect();
     assert!(
         stranded.len() <= MATCHERS,
@@ -368,6 +369,14 @@ async fn dynamodb_outage_answers_503_and_leaves_nothing_half_done() {
     if !stranded.is_empty() {
         eprintln!("outage: reserved while DynamoDB died, answer lost: {stranded:?}");
         t.clock.advance(21); // past SWITCHBOARD_MATCH_LEASE_SECONDS (20)
+        for room in &stranded {
+            let host = format!("host-{}-secret", room.trim_start_matches("room-"));
+            let (status, body) = t.heartbeat(&host, room, "local", "idle").await;
+            assert_eq!(
+                status, 200,
+                "{room}'s host heartbeats after its lease: {body}"
+            );
+        }
         let mut rematched = BTreeSet::new();
         loop {
             let (status, body) = t.find_match(Some("local")).await;
@@ -380,7 +389,7 @@ async fn dynamodb_outage_answers_503_and_leaves_nothing_half_done() {
         for room in &stranded {
             assert!(
                 rematched.contains(room),
-                "{room}'s lease ran out and it is matched again: {rematched:?}"
+                "{room}'s lease ran out, its host beat, and it is matched again: {rematched:?}"
             );
         }
     }
