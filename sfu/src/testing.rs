@@ -92,30 +92,60 @@ pub struct Participant {
     pub id: String,
     stats: Arc<Mutex<Stats>>,
     commands: mpsc::UnboundedSender<Command>,
-    task: tokio::task::JoinHandle<()>,
+    done: tokio::sync::oneshot::Receiver<()>,
 }
 
 impl Participant {
     /// Connects to the signaling socket at `ws_url`, identifies into `room` as `id`, and
-    /// offers its producer connection.
+    /// offers its producer connection. The participant runs on a thread of its own (its own
+    /// runtime), so a busy caller does not starve its media.
     pub async fn join(
         ws_url: &str,
         room: &str,
         id: &str,
         publish: Publish,
     ) -> Result<Self, String> {
-        let (socket, _) = tokio_tungstenite::connect_async(ws_url)
-            .await
-            .map_err(|e| format!("connect {ws_url}: {e}"))?;
         let stats = Arc::new(Mutex::new(Stats::default()));
         let (commands, rx) = mpsc::unbounded_channel();
         let client = Client::new(id, room, publish, stats.clone());
-        let task = tokio::spawn(client.run(socket, rx));
+        let (connected_tx, connected) = tokio::sync::oneshot::channel();
+        let (done_tx, done) = tokio::sync::oneshot::channel();
+        let url = ws_url.to_string();
+        std::thread::Builder::new()
+            .name(format!("participant-{id}"))
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime,
+                    Err(e) => {
+                        let _ = connected_tx.send(Err(e.to_string()));
+                        return;
+                    }
+                };
+                runtime.block_on(async move {
+                    match tokio_tungstenite::connect_async(&url).await {
+                        Ok((socket, _)) => {
+                            let _ = connected_tx.send(Ok(()));
+                            client.run(socket, rx).await;
+                        }
+                        Err(e) => {
+                            let _ = connected_tx.send(Err(format!("connect {url}: {e}")));
+                        }
+                    }
+                });
+                let _ = done_tx.send(());
+            })
+            .map_err(|e| e.to_string())?;
+        connected
+            .await
+            .map_err(|_| "the participant's thread ended".to_string())??;
         Ok(Self {
             id: id.to_string(),
             stats,
             commands,
-            task,
+            done,
         })
     }
 
@@ -136,7 +166,7 @@ impl Participant {
     /// Closes the socket and every peer connection (the gateway tells the room it left).
     pub async fn leave(self) {
         let _ = self.commands.send(Command::Stop);
-        let _ = tokio::time::timeout(Duration::from_secs(5), self.task).await;
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.done).await;
     }
 
     /// Polls `check` on the stats until it holds or `limit` passes.

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use switchboard_sfu::testing::{Participant, Publish, Stats};
 
-const MEDIA: Duration = Duration::from_secs(15);
+const MEDIA: Duration = Duration::from_secs(30);
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
