@@ -81,6 +81,9 @@ pub struct Stats {
     pub frames: Vec<Value>,
 }
 
+/// A datagram a connection's socket received: (connection, source, destination, bytes).
+type Datagram = (Pc, SocketAddr, SocketAddr, Vec<u8>);
+
 enum Command {
     Chat(&'static str, String),
     Frame(Value),
@@ -210,8 +213,8 @@ struct Client {
     publish: Publish,
     stats: Arc<Mutex<Stats>>,
     conns: HashMap<Pc, Conn>,
-    datagrams: mpsc::UnboundedSender<(Pc, SocketAddr, SocketAddr, Vec<u8>)>,
-    datagram_rx: Option<mpsc::UnboundedReceiver<(Pc, SocketAddr, SocketAddr, Vec<u8>)>>,
+    datagrams: mpsc::UnboundedSender<Datagram>,
+    datagram_rx: Option<mpsc::UnboundedReceiver<Datagram>>,
     audio_mid: Option<Mid>,
     video_mid: Option<Mid>,
     channels: HashMap<ChannelId, String>,
@@ -517,7 +520,7 @@ impl Client {
         } else {
             Codec::Vp8
         };
-        let video = if tick % 2 == 0 {
+        let video = if tick.is_multiple_of(2) {
             self.video_mid.and_then(|mid| {
                 let writer = conn.rtc.writer(mid)?;
                 let pt = writer
@@ -532,7 +535,7 @@ impl Client {
         if let Some((mid, pt)) = video
             && let Some(writer) = conn.rtc.writer(mid)
         {
-            let key = self.keyframe_wanted || self.video_count % 50 == 0;
+            let key = self.keyframe_wanted || self.video_count.is_multiple_of(50);
             let n = self.video_count;
             let frame = if codec == Codec::H264 {
                 h264_frame(key, n)
