@@ -1414,7 +1414,7 @@ mod tests {
                 consumers: 0
             }
         );
-        assert!(room.by_addr.get(&source).is_none());
+        assert!(!room.by_addr.contains_key(&source));
         // A newcomer is offered bob only.
         let (_rtc, _pending, sdp) = client_offer(now);
         let _ = frames(&mut room);
