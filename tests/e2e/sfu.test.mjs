@@ -62,8 +62,18 @@ async function startSfuStack({ args = [], env = {} } = {}) {
 
 async function describeAll() {
   const parts = [];
-  for (const page of Object.values(pages)) parts.push(await describePage(page));
-  if (stack) parts.push(`[switchboard-local and its SFU] last lines:\n${stack.tail(25)}`);
+  for (const page of Object.values(pages)) {
+    parts.push(await describePage(page));
+    if (page.isClosed()) continue;
+    const remotes = await page.evaluate(() => window.demo?.state?.remotes).catch(() => null);
+    for (const [id, r] of Object.entries(remotes ?? {})) {
+      parts.push(`[${page.role}] from ${id}: ${r.videoTracks} video / ${r.audioTracks} audio tracks, ${r.framesDecoded} frames decoded, ${r.audioPackets} audio packets${r.closed ? ' (closed)' : ''}`);
+    }
+  }
+  if (stack) {
+    const lines = stack.lines.filter((l) => !/ sweep /.test(l)).slice(-25);
+    parts.push(`[switchboard-local and its SFU] last lines:\n${lines.join('\n')}`);
+  }
   return parts.join('\n');
 }
 
