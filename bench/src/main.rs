@@ -32,6 +32,7 @@ struct Args {
     bootstraps: Option<PathBuf>,
     example_server: Option<PathBuf>,
     sfu: Option<PathBuf>,
+    sfu_only: bool,
     join_metrics: Option<PathBuf>,
     render: Option<PathBuf>,
     cold_start_only: Option<PathBuf>,
@@ -39,7 +40,7 @@ struct Args {
 }
 
 const USAGE: &str = "usage: switchboard-bench [--quick] --out FILE [--report FILE] [--plots DIR] \
-[--bootstraps DIR] [--build-seconds S] [--example-server PATH] [--sfu PATH] [--join-metrics FILE] | --cold-start-only DIR | --render FILE [--report FILE] [--plots DIR]";
+[--bootstraps DIR] [--build-seconds S] [--example-server PATH] [--sfu PATH] [--join-metrics FILE] | --sfu PATH --sfu-only [--quick] | --cold-start-only DIR | --render FILE [--report FILE] [--plots DIR]";
 
 fn parse_args() -> Result<Args, String> {
     let root = switchboard_local::workspace_root();
@@ -51,6 +52,7 @@ fn parse_args() -> Result<Args, String> {
         bootstraps: None,
         example_server: None,
         sfu: None,
+        sfu_only: false,
         join_metrics: None,
         render: None,
         cold_start_only: None,
@@ -70,6 +72,7 @@ fn parse_args() -> Result<Args, String> {
             "--bootstraps" => args.bootstraps = Some(value()?.into()),
             "--example-server" => args.example_server = Some(value()?.into()),
             "--sfu" => args.sfu = Some(value()?.into()),
+            "--sfu-only" => args.sfu_only = true,
             "--join-metrics" => args.join_metrics = Some(value()?.into()),
             "--cold-start-only" => args.cold_start_only = Some(value()?.into()),
             "--render" => args.render = Some(value()?.into()),
@@ -80,7 +83,7 @@ fn parse_args() -> Result<Args, String> {
             _ => return Err(USAGE.to_string()),
         }
     }
-    if args.out.is_none() && args.render.is_none() && args.cold_start_only.is_none() {
+    if args.out.is_none() && args.render.is_none() && args.cold_start_only.is_none() && !args.sfu_only {
         return Err(USAGE.to_string());
     }
     Ok(args)
@@ -538,6 +541,24 @@ async fn main() -> ExitCode {
             }
             Err(e) => {
                 eprintln!("cold start failed: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    if let (true, Some(sfu)) = (args.sfu_only, &args.sfu) {
+        // Only the SFU's figures, printed: for checking an SFU change without the whole run.
+        let mut m = Map::new();
+        let measured = match Env::start().await {
+            Ok(env) => sfu_figures(&env, sfu, args.quick, &mut m).await,
+            Err(e) => Err(e),
+        };
+        return match measured {
+            Ok(()) => {
+                println!("{}", serde_json::to_string_pretty(&Value::Object(m)).unwrap_or_default());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("SFU benchmark failed: {e}");
                 ExitCode::FAILURE
             }
         };
