@@ -1,0 +1,1168 @@
+//! The room core, sans-IO. It owns every peer connection of the room (a str0m [`Rtc`] each):
+//! one *producer* per participant (the participant offers; it carries the participant's audio,
+//! video and the `chat`/`features` data channels) and one *consumer* per (receiver, sender)
+//! pair (the SFU offers; it carries the sender's tracks to the receiver).
+//!
+//! Inputs: signaling frames ([`Room::handle_frame`]), datagrams ([`Room::handle_datagram`]),
+//! time ([`Room::handle_timeout`]). Outputs: datagrams to send ([`Room::poll_transmit`]) and
+//! signaling frames to send ([`Room::poll_frame`]).
+//!
+//! A datagram finds its peer by lookup, never by asking every `Rtc`: a STUN binding request
+//! names the SFU-side ufrag in its USERNAME (`sfu_ufrag:remote_ufrag`), which maps to one peer,
+//! and the request's source address is then remembered for that peer; every other datagram
+//! (DTLS, SRTP, SRTCP, STUN answers) is routed by its source address.
+//!
+//! Media: each producer's `MediaData` (a depacketized frame, never decoded) is written to the
+//! matching track of every consumer that carries that producer; str0m packetizes it again for
+//! that leg. Keyframes: a consumer that connects, or a consumer's PLI/FIR, asks the producer for a
+//! keyframe (at most one request per track per 500 ms). NACKs stay on their leg: str0m asks the
+//! publisher for what the SFU lost, and answers a receiver's NACK from its own send buffer.
+//!
+//! Isolation: every call into one peer's `Rtc` runs inside `catch_unwind`; a peer whose `Rtc`
+//! errs or panics is dropped (a producer with its whole participant), and nothing else is.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
+use std::net::SocketAddr;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
+use str0m::channel::{ChannelConfig, ChannelId};
+use str0m::media::{Direction, KeyframeRequestKind, MediaData, MediaKind, Mid, Rid};
+use str0m::net::{Protocol, Receive};
+use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
+
+use crate::stun;
+
+/// The negotiated data channels of a producer connection: label and SCTP stream id.
+pub const CHANNELS: [(&str, u16); 2] = [("chat", 100), ("features", 110)];
+
+/// A datagram to send.
+#[derive(Debug)]
+pub struct Transmit {
+    pub destination: SocketAddr,
+    pub contents: Vec<u8>,
+}
+
+#[derive(Clone, Debug)]
+pub struct RoomOptions {
+    /// The address the SFU's host candidate names (and datagrams arrive at).
+    pub advertised: SocketAddr,
+    /// A peer whose ICE has been disconnected this long is dropped.
+    pub ice_timeout: Duration,
+    /// A peer connection that has not connected this long after it was made is dropped (a
+    /// consumer offer never answered, a producer that never reaches the SFU).
+    pub connect_timeout: Duration,
+    /// Candidates kept for a producer whose offer has not arrived yet, per client, and clients.
+    pub early_candidates: usize,
+    pub early_clients: usize,
+}
+
+impl RoomOptions {
+    pub fn new(advertised: SocketAddr) -> Self {
+        Self {
+            advertised,
+            ice_timeout: Duration::from_secs(15),
+            connect_timeout: Duration::from_secs(30),
+            early_candidates: 32,
+            early_clients: 256,
+        }
+    }
+}
+
+type PeerId = u64;
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum PeerKey {
+    Producer(String),
+    Consumer { receiver: String, remote: String },
+}
+
+impl PeerKey {
+    /// The participants this connection belongs to.
+    fn involves(&self, client: &str) -> bool {
+        match self {
+            PeerKey::Producer(c) => c == client,
+            PeerKey::Consumer { receiver, remote } => receiver == client || remote == client,
+        }
+    }
+}
+
+/// A track a producer receives from its participant.
+#[derive(Clone, Debug)]
+struct Track {
+    mid: Mid,
+    kind: MediaKind,
+    /// With simulcast, the one layer forwarded (the first seen).
+    rid: Option<Rid>,
+    last_keyframe_request: Option<Instant>,
+}
+
+/// A producer track carried by a consumer: (producer mid, consumer mid).
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Forward {
+    from: Mid,
+    to: Mid,
+    kind: MediaKind,
+}
+
+struct Peer {
+    key: PeerKey,
+    rtc: Rtc,
+    created: Instant,
+    /// When the Rtc next wants `Input::Timeout`.
+    timeout: Instant,
+    connected: bool,
+    ice_lost_since: Option<Instant>,
+    // Producer side.
+    tracks: Vec<Track>,
+    channels: HashMap<ChannelId, &'static str>,
+    // Consumer side.
+    pending: Option<SdpPendingOffer>,
+    negotiating: Vec<Forward>,
+    forwards: Vec<Forward>,
+}
+
+/// What polling one peer asks of the room.
+enum Effect {
+    TracksAdded(String),
+    Media(String, MediaData),
+    Keyframe {
+        client: String,
+        mid: Mid,
+        kind: KeyframeRequestKind,
+    },
+    ConsumerConnected(PeerId),
+    Channel {
+        from: String,
+        label: &'static str,
+        binary: bool,
+        data: Vec<u8>,
+    },
+}
+
+#[derive(Default, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RoomStats {
+    pub producers: usize,
+    pub consumers: usize,
+}
+
+pub struct Room {
+    options: RoomOptions,
+    local_candidates: Vec<Candidate>,
+    peers: HashMap<PeerId, Peer>,
+    next_id: PeerId,
+    by_key: HashMap<PeerKey, PeerId>,
+    by_ufrag: HashMap<String, PeerId>,
+    by_addr: HashMap<SocketAddr, PeerId>,
+    /// Consumers carrying each participant's media.
+    consumers_of: HashMap<String, HashSet<PeerId>>,
+    early: HashMap<String, Vec<Candidate>>,
+    timers: BinaryHeap<Reverse<(Instant, PeerId)>>,
+    next_housekeeping: Option<Instant>,
+    dirty: VecDeque<PeerId>,
+    transmits: VecDeque<Transmit>,
+    frames: VecDeque<Value>,
+}
+
+fn fenced<T>(what: &str, key: &PeerKey, f: impl FnOnce() -> T) -> Option<T> {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(value) => Some(value),
+        Err(_) => {
+            tracing::error!(?key, what, "str0m panicked; dropping this peer connection");
+            None
+        }
+    }
+}
+
+/// `{candidate, sdpMid, sdpMLineIndex}` (or a bare string) → a str0m candidate. `Ok(None)`: the
+/// end-of-candidates marker (an empty candidate).
+fn parse_candidate(value: &Value) -> Result<Option<Candidate>, String> {
+    let text = match value {
+        Value::String(s) => s.as_str(),
+        Value::Object(o) => match o.get("candidate") {
+            Some(Value::String(s)) => s.as_str(),
+            Some(Value::Null) | None => return Ok(None),
+            Some(other) => return Err(format!("candidate is not a string: {other}")),
+        },
+        Value::Null => return Ok(None),
+        other => return Err(format!("not a candidate: {other}")),
+    };
+    let text = text.trim();
+    let text = text.strip_prefix("a=").unwrap_or(text);
+    if text.is_empty() {
+        return Ok(None);
+    }
+    Candidate::from_sdp_string(text)
+        .map(Some)
+        .map_err(|e| format!("{e}"))
+}
+
+/// The `{type, sdp}` of a description, if `type` is `want`.
+fn description_sdp<'a>(description: &'a Value, want: &str) -> Result<&'a str, String> {
+    let kind = description.get("type").and_then(Value::as_str);
+    if kind != Some(want) {
+        return Err(format!("expected an {want}, got type {kind:?}"));
+    }
+    description
+        .get("sdp")
+        .and_then(Value::as_str)
+        .ok_or_else(|| "no sdp".to_string())
+}
+
+/// The ICE ufrag an SDP of ours declares.
+fn sdp_ufrag(sdp: &str) -> Option<String> {
+    sdp.lines()
+        .find_map(|l| l.trim().strip_prefix("a=ice-ufrag:"))
+        .map(|u| u.trim().to_string())
+}
+
+impl Room {
+    pub fn new(options: RoomOptions) -> Self {
+        let mut local_candidates = Vec::new();
+        match Candidate::host(options.advertised, "udp") {
+            Ok(c) => local_candidates.push(c),
+            Err(e) => {
+                tracing::error!(advertised = %options.advertised, error = %e, "no host candidate")
+            }
+        }
+        Self {
+            options,
+            local_candidates,
+            peers: HashMap::new(),
+            next_id: 1,
+            by_key: HashMap::new(),
+            by_ufrag: HashMap::new(),
+            by_addr: HashMap::new(),
+            consumers_of: HashMap::new(),
+            early: HashMap::new(),
+            timers: BinaryHeap::new(),
+            next_housekeeping: None,
+            dirty: VecDeque::new(),
+            transmits: VecDeque::new(),
+            frames: VecDeque::new(),
+        }
+    }
+
+    /// The server-reflexive address learned from a STUN server: offered on every peer
+    /// connection made from now on.
+    pub fn add_server_reflexive(&mut self, mapped: SocketAddr) {
+        if mapped == self.options.advertised {
+            return;
+        }
+        match Candidate::server_reflexive(mapped, self.options.advertised, "udp") {
+            Ok(c) => self.local_candidates.push(c),
+            Err(e) => tracing::warn!(%mapped, error = %e, "no server-reflexive candidate"),
+        }
+    }
+
+    pub fn stats(&self) -> RoomStats {
+        let producers = self
+            .peers
+            .values()
+            .filter(|p| matches!(p.key, PeerKey::Producer(_)))
+            .count();
+        RoomStats {
+            producers,
+            consumers: self.peers.len() - producers,
+        }
+    }
+
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// The next frame to send on the signaling socket (`{"action":"handshake",...}`).
+    pub fn poll_frame(&mut self) -> Option<Value> {
+        self.frames.pop_front()
+    }
+
+    /// When the room next needs [`Room::handle_timeout`].
+    pub fn next_timeout(&mut self) -> Option<Instant> {
+        while let Some(Reverse((at, id))) = self.timers.peek().copied() {
+            match self.peers.get(&id) {
+                Some(peer) if peer.timeout == at => break,
+                _ => {
+                    self.timers.pop();
+                }
+            }
+        }
+        let timer = self.timers.peek().map(|Reverse((at, _))| *at);
+        match (timer, self.next_housekeeping) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    fn send(&mut self, data: Value) {
+        self.frames
+            .push_back(json!({ "action": "handshake", "data": data }));
+    }
+
+    // ---------------------------------------------------------------- signaling
+
+    /// One frame from the gateway.
+    pub fn handle_frame(&mut self, now: Instant, frame: &Value) {
+        let kind = frame.get("type").and_then(Value::as_str).unwrap_or("");
+        let sender = frame.get("sender").and_then(Value::as_str);
+        match (kind, sender) {
+            ("producer", Some(client)) => {
+                if let Some(description) = frame.get("description") {
+                    self.producer_description(now, client, description);
+                } else if let Some(candidate) = frame.get("candidate") {
+                    self.producer_candidate(client, candidate);
+                } else {
+                    tracing::warn!(%client, "producer frame without description or candidate");
+                }
+            }
+            ("consumer", Some(client)) => {
+                let Some(remote) = frame.get("remotePeerId").and_then(Value::as_str) else {
+                    tracing::warn!(%client, "consumer frame without remotePeerId");
+                    return;
+                };
+                let key = PeerKey::Consumer {
+                    receiver: client.to_string(),
+                    remote: remote.to_string(),
+                };
+                if let Some(description) = frame.get("description") {
+                    self.consumer_answer(now, key, description);
+                } else if let Some(candidate) = frame.get("candidate") {
+                    self.consumer_candidate(key, candidate);
+                } else {
+                    tracing::warn!(%client, "consumer frame without description or candidate");
+                }
+            }
+            ("clientDisconnect", _) => match frame.get("clientId").and_then(Value::as_str) {
+                Some(client) => {
+                    tracing::info!(%client, "client left");
+                    self.remove_client(client);
+                }
+                None => tracing::warn!(%frame, "clientDisconnect without clientId"),
+            },
+            ("sfuDisconnect", _) => tracing::info!(%frame, "sfuDisconnect"),
+            ("error", _) => tracing::warn!(%frame, "error frame from the gateway"),
+            ("pong", _) | ("identified", _) => {}
+            _ => tracing::warn!(%frame, "unexpected frame; ignored"),
+        }
+        self.drain(now);
+    }
+
+    fn new_rtc(&self, now: Instant) -> Rtc {
+        let mut rtc = Rtc::builder().build(now);
+        for candidate in &self.local_candidates {
+            rtc.add_local_candidate(candidate.clone());
+        }
+        rtc
+    }
+
+    fn insert_peer(
+        &mut self,
+        now: Instant,
+        key: PeerKey,
+        rtc: Rtc,
+        ufrag: Option<String>,
+    ) -> PeerId {
+        let id = self.next_id;
+        self.next_id += 1;
+        if let Some(ufrag) = ufrag {
+            self.by_ufrag.insert(ufrag, id);
+        }
+        if let PeerKey::Consumer { remote, .. } = &key {
+            self.consumers_of
+                .entry(remote.clone())
+                .or_default()
+                .insert(id);
+        }
+        self.by_key.insert(key.clone(), id);
+        self.peers.insert(
+            id,
+            Peer {
+                key,
+                rtc,
+                created: now,
+                timeout: now,
+                connected: false,
+                ice_lost_since: None,
+                tracks: Vec::new(),
+                channels: HashMap::new(),
+                pending: None,
+                negotiating: Vec::new(),
+                forwards: Vec::new(),
+            },
+        );
+        if self.next_housekeeping.is_none() {
+            self.next_housekeeping = Some(now + Duration::from_secs(1));
+        }
+        self.mark(id);
+        id
+    }
+
+    fn producer_description(&mut self, now: Instant, client: &str, description: &Value) {
+        let offer = match description_sdp(description, "offer")
+            .and_then(|sdp| SdpOffer::from_sdp_string(sdp).map_err(|e| e.to_string()))
+        {
+            Ok(offer) => offer,
+            Err(e) => {
+                tracing::warn!(%client, error = %e, "producer offer refused");
+                return;
+            }
+        };
+        let key = PeerKey::Producer(client.to_string());
+        if let Some(&id) = self.by_key.get(&key) {
+            // A renegotiation (a track added or removed).
+            let Some(peer) = self.peers.get_mut(&id) else {
+                return;
+            };
+            let answer = fenced("accept_offer", &key, || {
+                peer.rtc.sdp_api().accept_offer(offer)
+            });
+            match answer {
+                Some(Ok(answer)) => {
+                    self.send(json!({ "type": "producer", "receiver": client,
+                        "description": { "type": "answer", "sdp": answer.to_sdp_string() } }));
+                    self.mark(id);
+                }
+                Some(Err(e)) => {
+                    tracing::warn!(%client, error = %e, "producer renegotiation refused")
+                }
+                None => self.remove_client(client),
+            }
+            return;
+        }
+        let mut rtc = self.new_rtc(now);
+        let answer = fenced("accept_offer", &key, || {
+            let answer = rtc.sdp_api().accept_offer(offer)?;
+            let mut channels = HashMap::new();
+            for (label, stream) in CHANNELS {
+                let id = rtc.direct_api().create_data_channel(ChannelConfig {
+                    label: label.to_string(),
+                    negotiated: Some(stream),
+                    ..Default::default()
+                });
+                channels.insert(id, label);
+            }
+            Ok::<_, str0m::RtcError>((answer, channels))
+        });
+        let (answer, channels) = match answer {
+            Some(Ok(answer)) => answer,
+            Some(Err(e)) => {
+                tracing::warn!(%client, error = %e, "producer offer refused");
+                return;
+            }
+            None => return,
+        };
+        let sdp = answer.to_sdp_string();
+        let id = self.insert_peer(now, key, rtc, sdp_ufrag(&sdp));
+        if let Some(peer) = self.peers.get_mut(&id) {
+            peer.channels = channels;
+        }
+        tracing::info!(%client, "producer connection answered");
+        self.send(json!({ "type": "producer", "receiver": client,
+            "description": { "type": "answer", "sdp": sdp } }));
+        for candidate in self.early.remove(client).unwrap_or_default() {
+            self.add_remote_candidate(id, candidate);
+        }
+        // Catch-up: everyone already sending.
+        let senders: Vec<String> = self
+            .peers
+            .values()
+            .filter_map(|p| match &p.key {
+                PeerKey::Producer(c) if c != client && !p.tracks.is_empty() => Some(c.clone()),
+                _ => None,
+            })
+            .collect();
+        for sender in senders {
+            self.ensure_consumer(now, client, &sender);
+        }
+    }
+
+    fn add_remote_candidate(&mut self, id: PeerId, candidate: Candidate) {
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return;
+        };
+        let addr = candidate.addr();
+        let key = peer.key.clone();
+        if fenced("add_remote_candidate", &key, || {
+            peer.rtc.add_remote_candidate(candidate)
+        })
+        .is_none()
+        {
+            self.drop_peer(id);
+            return;
+        }
+        // A hint until a STUN request from the address says whose it is.
+        self.by_addr.entry(addr).or_insert(id);
+        self.mark(id);
+    }
+
+    fn producer_candidate(&mut self, client: &str, value: &Value) {
+        let candidate = match parse_candidate(value) {
+            Ok(Some(c)) => c,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(%client, error = %e, "producer candidate refused");
+                return;
+            }
+        };
+        match self.by_key.get(&PeerKey::Producer(client.to_string())) {
+            Some(&id) => self.add_remote_candidate(id, candidate),
+            None => {
+                // Before its offer: kept (bounded) for when the offer arrives.
+                if !self.early.contains_key(client)
+                    && self.early.len() >= self.options.early_clients
+                {
+                    tracing::warn!(%client, "too many clients with early candidates; dropped");
+                    return;
+                }
+                let kept = self.early.entry(client.to_string()).or_default();
+                if kept.len() < self.options.early_candidates {
+                    kept.push(candidate);
+                } else {
+                    tracing::warn!(%client, "too many early candidates; dropped");
+                }
+            }
+        }
+    }
+
+    fn consumer_candidate(&mut self, key: PeerKey, value: &Value) {
+        let candidate = match parse_candidate(value) {
+            Ok(Some(c)) => c,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(?key, error = %e, "consumer candidate refused");
+                return;
+            }
+        };
+        match self.by_key.get(&key) {
+            Some(&id) => self.add_remote_candidate(id, candidate),
+            None => tracing::warn!(
+                ?key,
+                "candidate for an unknown consumer connection; dropped"
+            ),
+        }
+    }
+
+    fn consumer_answer(&mut self, now: Instant, key: PeerKey, description: &Value) {
+        let Some(&id) = self.by_key.get(&key) else {
+            tracing::warn!(?key, "answer for an unknown consumer connection; dropped");
+            return;
+        };
+        let answer = match description_sdp(description, "answer")
+            .and_then(|sdp| SdpAnswer::from_sdp_string(sdp).map_err(|e| e.to_string()))
+        {
+            Ok(answer) => answer,
+            Err(e) => {
+                tracing::warn!(?key, error = %e, "consumer answer refused");
+                return;
+            }
+        };
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return;
+        };
+        let Some(pending) = peer.pending.take() else {
+            tracing::warn!(?key, "consumer answer without an offer pending; dropped");
+            return;
+        };
+        match fenced("accept_answer", &key, || {
+            peer.rtc.sdp_api().accept_answer(pending, answer)
+        }) {
+            Some(Ok(())) => {
+                let negotiated: Vec<Forward> = peer.negotiating.drain(..).collect();
+                peer.forwards.extend(negotiated);
+                self.mark(id);
+                // Tracks the sender added meanwhile.
+                if let PeerKey::Consumer { receiver, remote } = key {
+                    self.ensure_consumer(now, &receiver, &remote);
+                }
+            }
+            Some(Err(e)) => {
+                tracing::warn!(?key, error = %e, "consumer answer does not fit the offer; dropping the connection");
+                self.drop_peer(id);
+            }
+            None => self.drop_peer(id),
+        }
+    }
+
+    /// Offers `receiver` a consumer connection for `remote`'s tracks (or the tracks it lacks).
+    fn ensure_consumer(&mut self, now: Instant, receiver: &str, remote: &str) {
+        if receiver == remote {
+            return;
+        }
+        let Some(producer) = self
+            .by_key
+            .get(&PeerKey::Producer(remote.to_string()))
+            .and_then(|id| self.peers.get(id))
+        else {
+            return;
+        };
+        let tracks: Vec<(Mid, MediaKind)> =
+            producer.tracks.iter().map(|t| (t.mid, t.kind)).collect();
+        if tracks.is_empty()
+            || !self
+                .by_key
+                .contains_key(&PeerKey::Producer(receiver.to_string()))
+        {
+            return;
+        }
+        let key = PeerKey::Consumer {
+            receiver: receiver.to_string(),
+            remote: remote.to_string(),
+        };
+        let existing = self.by_key.get(&key).copied();
+        let (mut rtc, id) = match existing {
+            Some(id) => {
+                let Some(peer) = self.peers.get_mut(&id) else {
+                    return;
+                };
+                if peer.pending.is_some() {
+                    return; // asked again when the answer comes
+                }
+                let carried: Vec<Mid> = peer.forwards.iter().map(|f| f.from).collect();
+                if tracks.iter().all(|(mid, _)| carried.contains(mid)) {
+                    return;
+                }
+                // Renegotiate on the existing connection.
+                let mut change = peer.rtc.sdp_api();
+                let mut added = Vec::new();
+                for (mid, kind) in &tracks {
+                    if !carried.contains(mid) {
+                        let to = change.add_media(
+                            *kind,
+                            Direction::SendOnly,
+                            Some(remote.to_string()),
+                            None,
+                            None,
+                        );
+                        added.push(Forward {
+                            from: *mid,
+                            to,
+                            kind: *kind,
+                        });
+                    }
+                }
+                let applied = fenced("apply", &key, || change.apply());
+                match applied {
+                    Some(Some((offer, pending))) => {
+                        peer.pending = Some(pending);
+                        peer.negotiating = added;
+                        let sdp = offer.to_sdp_string();
+                        self.send(json!({ "type": "consumer", "receiver": receiver, "remotePeerId": remote,
+                            "description": { "type": "offer", "sdp": sdp } }));
+                        self.mark(id);
+                    }
+                    Some(None) => {}
+                    None => self.drop_peer(id),
+                }
+                return;
+            }
+            None => (self.new_rtc(now), None::<PeerId>),
+        };
+        let _ = id;
+        let offered = fenced("offer", &key, || {
+            let mut change = rtc.sdp_api();
+            let mut added = Vec::new();
+            for (mid, kind) in &tracks {
+                let to = change.add_media(
+                    *kind,
+                    Direction::SendOnly,
+                    Some(remote.to_string()),
+                    None,
+                    None,
+                );
+                added.push(Forward {
+                    from: *mid,
+                    to,
+                    kind: *kind,
+                });
+            }
+            change
+                .apply()
+                .map(|(offer, pending)| (offer, pending, added))
+        });
+        let Some(Some((offer, pending, added))) = offered else {
+            tracing::warn!(?key, "no consumer offer");
+            return;
+        };
+        let sdp = offer.to_sdp_string();
+        let id = self.insert_peer(now, key, rtc, sdp_ufrag(&sdp));
+        if let Some(peer) = self.peers.get_mut(&id) {
+            peer.pending = Some(pending);
+            peer.negotiating = added;
+        }
+        tracing::info!(%receiver, %remote, "consumer offered");
+        self.send(
+            json!({ "type": "consumer", "receiver": receiver, "remotePeerId": remote,
+            "description": { "type": "offer", "sdp": sdp } }),
+        );
+    }
+
+    // ---------------------------------------------------------------- leaving
+
+    /// The participant's producer and every consumer carrying it or for it.
+    pub fn remove_client(&mut self, client: &str) {
+        self.early.remove(client);
+        let ids: Vec<PeerId> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.key.involves(client))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            self.remove_peer(id);
+        }
+        self.consumers_of.remove(client);
+    }
+
+    /// A peer connection that failed: a producer takes its participant with it.
+    fn drop_peer(&mut self, id: PeerId) {
+        match self.peers.get(&id).map(|p| p.key.clone()) {
+            Some(PeerKey::Producer(client)) => self.remove_client(&client),
+            Some(_) => self.remove_peer(id),
+            None => {}
+        }
+    }
+
+    fn remove_peer(&mut self, id: PeerId) {
+        let Some(mut peer) = self.peers.remove(&id) else {
+            return;
+        };
+        let key = peer.key.clone();
+        let _ = fenced("disconnect", &key, || peer.rtc.disconnect());
+        self.by_key.remove(&key);
+        self.by_ufrag.retain(|_, v| *v != id);
+        self.by_addr.retain(|_, v| *v != id);
+        if let PeerKey::Consumer { remote, .. } = &key
+            && let Some(set) = self.consumers_of.get_mut(remote)
+        {
+            set.remove(&id);
+        }
+        tracing::info!(?key, "peer connection closed");
+    }
+
+    /// SIGTERM: every peer connection closed.
+    pub fn close_all(&mut self) {
+        let ids: Vec<PeerId> = self.peers.keys().copied().collect();
+        for id in ids {
+            self.remove_peer(id);
+        }
+    }
+
+    // ---------------------------------------------------------------- network and time
+
+    pub fn handle_datagram(&mut self, now: Instant, source: SocketAddr, contents: &[u8]) {
+        let id = match stun::request_ufrag(contents) {
+            Some(ufrag) => {
+                let Some(&id) = self.by_ufrag.get(ufrag) else {
+                    tracing::debug!(%source, ufrag, "STUN for an unknown ufrag; dropped");
+                    return;
+                };
+                self.by_addr.insert(source, id);
+                id
+            }
+            None => match self.by_addr.get(&source) {
+                Some(&id) => id,
+                None => {
+                    tracing::debug!(%source, "datagram from an unknown address; dropped");
+                    return;
+                }
+            },
+        };
+        let Ok(contents) = contents.try_into() else {
+            tracing::debug!(%source, "datagram str0m does not read; dropped");
+            return;
+        };
+        let destination = self.options.advertised;
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return;
+        };
+        let input = Input::Receive(
+            now,
+            Receive {
+                proto: Protocol::Udp,
+                source,
+                destination,
+                contents,
+            },
+        );
+        let key = peer.key.clone();
+        match fenced("handle_input", &key, || peer.rtc.handle_input(input)) {
+            Some(Ok(())) => self.mark(id),
+            Some(Err(e)) => {
+                tracing::warn!(?key, error = %e, "input refused");
+                self.mark(id);
+            }
+            None => self.drop_peer(id),
+        }
+        self.drain(now);
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(Reverse((at, id))) = self.timers.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            let Some(peer) = self.peers.get_mut(&id) else {
+                continue;
+            };
+            if peer.timeout != at {
+                continue;
+            }
+            let key = peer.key.clone();
+            match fenced("timeout", &key, || {
+                peer.rtc.handle_input(Input::Timeout(now))
+            }) {
+                Some(Ok(())) => self.mark(id),
+                Some(Err(e)) => {
+                    tracing::warn!(?key, error = %e, "timeout failed; dropping");
+                    self.drop_peer(id);
+                }
+                None => self.drop_peer(id),
+            }
+        }
+        if self.next_housekeeping.is_some_and(|t| t <= now) {
+            self.housekeeping(now);
+            self.next_housekeeping = (!self.peers.is_empty()).then(|| now + Duration::from_secs(1));
+        }
+        self.drain(now);
+    }
+
+    /// Drops connections whose ICE is gone too long, or that never connected.
+    fn housekeeping(&mut self, now: Instant) {
+        let stale: Vec<(PeerId, &'static str)> = self
+            .peers
+            .iter()
+            .filter_map(|(id, p)| {
+                if p.ice_lost_since
+                    .is_some_and(|t| now.duration_since(t) >= self.options.ice_timeout)
+                {
+                    Some((*id, "ICE gone"))
+                } else if !p.connected
+                    && now.duration_since(p.created) >= self.options.connect_timeout
+                {
+                    Some((*id, "never connected"))
+                } else if !p.rtc.is_alive() {
+                    Some((*id, "closed"))
+                } else {
+                    None
+                }
+            })
+            .collect();
+        for (id, why) in stale {
+            if let Some(p) = self.peers.get(&id) {
+                tracing::info!(key = ?p.key, why, "dropping peer connection");
+            }
+            self.drop_peer(id);
+        }
+    }
+
+    fn mark(&mut self, id: PeerId) {
+        if !self.dirty.contains(&id) {
+            self.dirty.push_back(id);
+        }
+    }
+
+    /// Polls every peer that had input until it only waits, and applies what it asked for.
+    fn drain(&mut self, now: Instant) {
+        let mut rounds = 0;
+        while let Some(id) = self.dirty.pop_front() {
+            rounds += 1;
+            if rounds > 100_000 {
+                tracing::error!("room loop did not settle; deferring");
+                break;
+            }
+            let effects = self.poll_peer(now, id);
+            for effect in effects {
+                self.apply(now, effect);
+            }
+        }
+    }
+
+    fn poll_peer(&mut self, now: Instant, id: PeerId) -> Vec<Effect> {
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return Vec::new();
+        };
+        let key = peer.key.clone();
+        let transmits = &mut self.transmits;
+        let mut effects = Vec::new();
+        let polled = fenced("poll_output", &key, || {
+            for _ in 0..10_000 {
+                match peer.rtc.poll_output() {
+                    Ok(Output::Timeout(t)) => return Ok(Some(t)),
+                    Ok(Output::Transmit(t)) => transmits.push_back(Transmit {
+                        destination: t.destination,
+                        contents: t.contents.to_vec(),
+                    }),
+                    Ok(Output::Event(event)) => peer_event(id, peer, now, event, &mut effects),
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(None)
+        });
+        match polled {
+            Some(Ok(Some(t))) => {
+                let peer_alive = peer.rtc.is_alive();
+                peer.timeout = t;
+                self.timers.push(Reverse((t, id)));
+                if !peer_alive {
+                    tracing::info!(?key, "peer connection closed by its remote");
+                    self.drop_peer(id);
+                }
+            }
+            Some(Ok(None)) => self.mark(id),
+            Some(Err(e)) => {
+                tracing::warn!(?key, error = %e, "peer connection failed; dropping");
+                self.drop_peer(id);
+            }
+            None => self.drop_peer(id),
+        }
+        effects
+    }
+
+    fn apply(&mut self, now: Instant, effect: Effect) {
+        match effect {
+            Effect::TracksAdded(client) => {
+                let receivers: Vec<String> = self
+                    .peers
+                    .values()
+                    .filter_map(|p| match &p.key {
+                        PeerKey::Producer(c) if *c != client => Some(c.clone()),
+                        _ => None,
+                    })
+                    .collect();
+                for receiver in receivers {
+                    self.ensure_consumer(now, &receiver, &client);
+                }
+            }
+            Effect::Media(client, data) => self.forward(&client, data),
+            Effect::Keyframe { client, mid, kind } => {
+                self.request_keyframe(now, &client, mid, kind)
+            }
+            Effect::ConsumerConnected(id) => {
+                let Some(peer) = self.peers.get(&id) else {
+                    return;
+                };
+                let PeerKey::Consumer { remote, .. } = &peer.key else {
+                    return;
+                };
+                let remote = remote.clone();
+                let videos: Vec<Mid> = peer
+                    .forwards
+                    .iter()
+                    .filter(|f| f.kind == MediaKind::Video)
+                    .map(|f| f.from)
+                    .collect();
+                for mid in videos {
+                    self.request_keyframe(now, &remote, mid, KeyframeRequestKind::Pli);
+                }
+            }
+            Effect::Channel {
+                from,
+                label,
+                binary,
+                data,
+            } => {
+                let targets: Vec<PeerId> = self
+                    .peers
+                    .iter()
+                    .filter(|(_, p)| matches!(&p.key, PeerKey::Producer(c) if *c != from))
+                    .map(|(id, _)| *id)
+                    .collect();
+                for id in targets {
+                    let Some(peer) = self.peers.get_mut(&id) else {
+                        continue;
+                    };
+                    let Some(cid) = peer
+                        .channels
+                        .iter()
+                        .find(|(_, l)| **l == label)
+                        .map(|(c, _)| *c)
+                    else {
+                        continue;
+                    };
+                    let key = peer.key.clone();
+                    let written = fenced("channel write", &key, || {
+                        peer.rtc.channel(cid).map(|mut ch| ch.write(binary, &data))
+                    });
+                    match written {
+                        Some(Some(Ok(_))) => self.mark(id),
+                        Some(Some(Err(e))) => {
+                            tracing::debug!(?key, error = %e, "channel write failed")
+                        }
+                        Some(None) => {
+                            tracing::debug!(?key, label, "channel not open; message not relayed")
+                        }
+                        None => self.drop_peer(id),
+                    }
+                }
+            }
+        }
+    }
+
+    fn forward(&mut self, client: &str, data: MediaData) {
+        let Some(ids) = self.consumers_of.get(client) else {
+            return;
+        };
+        let ids: Vec<PeerId> = ids.iter().copied().collect();
+        for id in ids {
+            let Some(peer) = self.peers.get_mut(&id) else {
+                continue;
+            };
+            let Some(forward) = peer.forwards.iter().find(|f| f.from == data.mid).copied() else {
+                continue;
+            };
+            if !peer.connected {
+                continue;
+            }
+            let key = peer.key.clone();
+            let written = fenced("write", &key, || {
+                let writer = peer.rtc.writer(forward.to)?;
+                let pt = writer.match_params(data.params)?;
+                Some(writer.write(pt, data.network_time, data.time, data.data.clone()))
+            });
+            match written {
+                Some(Some(Ok(()))) => self.mark(id),
+                Some(Some(Err(e))) => tracing::debug!(?key, error = %e, "forward failed"),
+                Some(None) => {}
+                None => self.drop_peer(id),
+            }
+        }
+    }
+
+    fn request_keyframe(
+        &mut self,
+        now: Instant,
+        client: &str,
+        mid: Mid,
+        kind: KeyframeRequestKind,
+    ) {
+        let Some(&id) = self.by_key.get(&PeerKey::Producer(client.to_string())) else {
+            return;
+        };
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return;
+        };
+        let Some(track) = peer.tracks.iter_mut().find(|t| t.mid == mid) else {
+            return;
+        };
+        if track
+            .last_keyframe_request
+            .is_some_and(|t| now.duration_since(t) < Duration::from_millis(500))
+        {
+            return;
+        }
+        track.last_keyframe_request = Some(now);
+        let rid = track.rid;
+        let key = peer.key.clone();
+        let requested = fenced("request_keyframe", &key, || {
+            peer.rtc
+                .writer(mid)
+                .map(|mut w| w.request_keyframe(rid, kind))
+        });
+        match requested {
+            Some(Some(Ok(()))) => {
+                tracing::debug!(%client, ?mid, "keyframe requested");
+                self.mark(id);
+            }
+            Some(Some(Err(e))) => tracing::debug!(%client, error = %e, "keyframe request failed"),
+            Some(None) => {}
+            None => self.drop_peer(id),
+        }
+    }
+}
+
+fn peer_event(id: PeerId, peer: &mut Peer, now: Instant, event: Event, effects: &mut Vec<Effect>) {
+    match event {
+        Event::Connected => {
+            peer.connected = true;
+            tracing::info!(key = ?peer.key, "connected");
+            if matches!(peer.key, PeerKey::Consumer { .. }) {
+                effects.push(Effect::ConsumerConnected(id));
+            }
+        }
+        Event::IceConnectionStateChange(state) => {
+            tracing::debug!(key = ?peer.key, ?state, "ICE");
+            match state {
+                IceConnectionState::Disconnected => {
+                    peer.ice_lost_since.get_or_insert(now);
+                }
+                _ => peer.ice_lost_since = None,
+            }
+        }
+        Event::MediaAdded(added) => {
+            if let PeerKey::Producer(client) = &peer.key
+                && added.direction.is_receiving()
+                && !peer.tracks.iter().any(|t| t.mid == added.mid)
+            {
+                peer.tracks.push(Track {
+                    mid: added.mid,
+                    kind: added.kind,
+                    rid: None,
+                    last_keyframe_request: None,
+                });
+                effects.push(Effect::TracksAdded(client.clone()));
+            }
+        }
+        Event::MediaData(data) => {
+            let PeerKey::Producer(client) = &peer.key else {
+                return;
+            };
+            let Some(track) = peer.tracks.iter_mut().find(|t| t.mid == data.mid) else {
+                return;
+            };
+            if let Some(rid) = data.rid {
+                match track.rid {
+                    None => track.rid = Some(rid),
+                    Some(chosen) if chosen != rid => return,
+                    Some(_) => {}
+                }
+            }
+            if !data.contiguous && track.kind == MediaKind::Video {
+                effects.push(Effect::Keyframe {
+                    client: client.clone(),
+                    mid: data.mid,
+                    kind: KeyframeRequestKind::Pli,
+                });
+            }
+            effects.push(Effect::Media(client.clone(), data));
+        }
+        Event::KeyframeRequest(request) => {
+            if let PeerKey::Consumer { remote, .. } = &peer.key
+                && let Some(forward) = peer.forwards.iter().find(|f| f.to == request.mid)
+            {
+                effects.push(Effect::Keyframe {
+                    client: remote.clone(),
+                    mid: forward.from,
+                    kind: request.kind,
+                });
+            }
+        }
+        Event::ChannelOpen(cid, label) => {
+            tracing::debug!(key = ?peer.key, %label, "channel open");
+            if let Some(known) = CHANNELS.iter().find(|(l, _)| *l == label) {
+                peer.channels.insert(cid, known.0);
+            }
+        }
+        Event::ChannelData(data) => {
+            if let PeerKey::Producer(client) = &peer.key
+                && let Some(label) = peer.channels.get(&data.id)
+            {
+                effects.push(Effect::Channel {
+                    from: client.clone(),
+                    label,
+                    binary: data.binary,
+                    data: data.data,
+                });
+            }
+        }
+        Event::ChannelClose(cid) => {
+            tracing::debug!(key = ?peer.key, ?cid, "channel closed");
+        }
+        Event::Closed => {
+            tracing::info!(key = ?peer.key, "closed by the remote");
+        }
+        _ => {}
+    }
+}

@@ -1,0 +1,694 @@
+//! A test participant on str0m: it joins a room over the signaling socket as a browser running
+//! the Arbiter client would (identify as a client, offer a producer connection with audio,
+//! video and the negotiated `chat`/`features` channels, answer the SFU's consumer offers), sends
+//! synthetic Opus (every 20 ms) and VP8 (every 40 ms, a keyframe when asked and every 50
+//! frames) once connected, and counts what it receives. Each peer connection has its own UDP
+//! socket on 127.0.0.1, as a browser's do.
+//!
+//! The SFU's tests use it, and so can a benchmark: [`Participant::join`], then read
+//! [`Participant::stats`].
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
+use str0m::channel::{ChannelConfig, ChannelId};
+use str0m::format::Codec;
+use str0m::media::{Direction, MediaKind, MediaTime, Mid};
+use str0m::net::{Protocol, Receive};
+use str0m::{Candidate, Event, Input, Output, Rtc};
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::room::CHANNELS;
+
+/// What a participant publishes.
+#[derive(Clone, Debug)]
+pub struct Publish {
+    pub audio: bool,
+    pub video: bool,
+    /// Offer only H.264 for video (as a browser without VP8 would), not VP8.
+    pub h264_only: bool,
+}
+
+impl Default for Publish {
+    fn default() -> Self {
+        Self {
+            audio: true,
+            video: true,
+            h264_only: false,
+        }
+    }
+}
+
+/// Media received from one remote participant.
+#[derive(Clone, Debug, Default)]
+pub struct Received {
+    pub audio_frames: u64,
+    pub video_frames: u64,
+    pub video_keyframes: u64,
+    pub bytes: u64,
+    /// The video codecs seen.
+    pub video_codecs: Vec<String>,
+    pub first_video_at: Option<Instant>,
+    pub first_keyframe_at: Option<Instant>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Stats {
+    /// By remote participant id (the consumer connection's `remotePeerId`).
+    pub received: HashMap<String, Received>,
+    pub audio_frames_sent: u64,
+    pub video_frames_sent: u64,
+    /// PLI/FIR the SFU sent this participant's producer connection.
+    pub keyframe_requests: u64,
+    /// Consumer offers received, by remote participant.
+    pub consumer_offers: HashMap<String, u32>,
+    /// Data channel messages received: (channel label, message).
+    pub messages: Vec<(String, String)>,
+    pub producer_connected: bool,
+    /// Channels open on the producer connection.
+    pub channels_open: Vec<String>,
+    /// Every signaling frame received, in order.
+    pub frames: Vec<Value>,
+}
+
+enum Command {
+    Chat(&'static str, String),
+    Frame(Value),
+    Stop,
+}
+
+/// A participant running in a task of its own.
+pub struct Participant {
+    pub id: String,
+    stats: Arc<Mutex<Stats>>,
+    commands: mpsc::UnboundedSender<Command>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Participant {
+    /// Connects to the signaling socket at `ws_url`, identifies into `room` as `id`, and
+    /// offers its producer connection.
+    pub async fn join(
+        ws_url: &str,
+        room: &str,
+        id: &str,
+        publish: Publish,
+    ) -> Result<Self, String> {
+        let (socket, _) = tokio_tungstenite::connect_async(ws_url)
+            .await
+            .map_err(|e| format!("connect {ws_url}: {e}"))?;
+        let stats = Arc::new(Mutex::new(Stats::default()));
+        let (commands, rx) = mpsc::unbounded_channel();
+        let client = Client::new(id, room, publish, stats.clone());
+        let task = tokio::spawn(client.run(socket, rx));
+        Ok(Self {
+            id: id.to_string(),
+            stats,
+            commands,
+            task,
+        })
+    }
+
+    pub fn stats(&self) -> Stats {
+        self.stats.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// Sends `text` on the producer connection's channel `label` (`chat` or `features`).
+    pub fn send_message(&self, label: &'static str, text: &str) {
+        let _ = self.commands.send(Command::Chat(label, text.to_string()));
+    }
+
+    /// Sends a raw frame on the signaling socket.
+    pub fn send_frame(&self, frame: Value) {
+        let _ = self.commands.send(Command::Frame(frame));
+    }
+
+    /// Closes the socket and every peer connection (the gateway tells the room it left).
+    pub async fn leave(self) {
+        let _ = self.commands.send(Command::Stop);
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.task).await;
+    }
+
+    /// Polls `check` on the stats until it holds or `limit` passes.
+    pub async fn wait_for(
+        &self,
+        limit: Duration,
+        check: impl Fn(&Stats) -> bool,
+    ) -> Result<Stats, Stats> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let stats = self.stats();
+            if check(&stats) {
+                return Ok(stats);
+            }
+            if Instant::now() >= deadline {
+                return Err(stats);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+#[derive(Clone, PartialEq, Eq, Hash, Debug)]
+enum Pc {
+    Producer,
+    Consumer(String),
+}
+
+struct Conn {
+    rtc: Rtc,
+    socket: Arc<UdpSocket>,
+    local: SocketAddr,
+    pending: Option<SdpPendingOffer>,
+    connected: bool,
+    timeout: Instant,
+}
+
+struct Client {
+    id: String,
+    room: String,
+    publish: Publish,
+    stats: Arc<Mutex<Stats>>,
+    conns: HashMap<Pc, Conn>,
+    datagrams: mpsc::UnboundedSender<(Pc, SocketAddr, SocketAddr, Vec<u8>)>,
+    datagram_rx: Option<mpsc::UnboundedReceiver<(Pc, SocketAddr, SocketAddr, Vec<u8>)>>,
+    audio_mid: Option<Mid>,
+    video_mid: Option<Mid>,
+    channels: HashMap<ChannelId, String>,
+    video_count: u64,
+    keyframe_wanted: bool,
+    started: Instant,
+    outbox: Vec<Value>,
+    readers: Vec<tokio::task::JoinHandle<()>>,
+}
+
+fn handshake(data: Value) -> Value {
+    json!({ "action": "handshake", "data": data })
+}
+
+/// A synthetic VP8 frame: a keyframe (with the start code and a 320x240 size) or a delta.
+fn vp8_frame(key: bool, n: u64) -> Vec<u8> {
+    let mut frame = if key {
+        vec![0x10, 0x02, 0x00, 0x9d, 0x01, 0x2a, 0x40, 0x01, 0xf0, 0x00]
+    } else {
+        vec![0x11, 0x02, 0x00]
+    };
+    frame.extend(std::iter::repeat_n((n % 251) as u8, 600));
+    frame
+}
+
+/// A synthetic H.264 access unit (Annex B): SPS, PPS and an IDR slice, or a non-IDR slice.
+fn h264_frame(key: bool, n: u64) -> Vec<u8> {
+    let mut frame = Vec::new();
+    if key {
+        frame.extend_from_slice(&[
+            0, 0, 0, 1, 0x67, 0x42, 0xc0, 0x1f, 0xda, 0x01, 0x40, 0x16, 0xe8,
+        ]);
+        frame.extend_from_slice(&[0, 0, 0, 1, 0x68, 0xce, 0x0f, 0xc8]);
+        frame.extend_from_slice(&[0, 0, 0, 1, 0x65, 0x88, 0x84]);
+    } else {
+        frame.extend_from_slice(&[0, 0, 0, 1, 0x41, 0x9a, 0x02]);
+    }
+    frame.extend(std::iter::repeat_n((n % 251) as u8 | 1, 600));
+    frame
+}
+
+fn is_keyframe(codec: Codec, data: &[u8]) -> bool {
+    match codec {
+        Codec::Vp8 => data.first().is_some_and(|b| b & 1 == 0),
+        Codec::H264 => {
+            data.windows(5)
+                .any(|w| w[..4] == [0, 0, 0, 1] && w[4] & 0x1f == 5)
+                || data
+                    .windows(4)
+                    .any(|w| w[..3] == [0, 0, 1] && w[3] & 0x1f == 5)
+        }
+        _ => false,
+    }
+}
+
+impl Client {
+    fn new(id: &str, room: &str, publish: Publish, stats: Arc<Mutex<Stats>>) -> Self {
+        let (datagrams, datagram_rx) = mpsc::unbounded_channel();
+        Self {
+            id: id.to_string(),
+            room: room.to_string(),
+            publish,
+            stats,
+            conns: HashMap::new(),
+            datagrams,
+            datagram_rx: Some(datagram_rx),
+            audio_mid: None,
+            video_mid: None,
+            channels: HashMap::new(),
+            video_count: 0,
+            keyframe_wanted: true,
+            started: Instant::now(),
+            outbox: Vec::new(),
+            readers: Vec::new(),
+        }
+    }
+
+    fn stats(&self, f: impl FnOnce(&mut Stats)) {
+        if let Ok(mut stats) = self.stats.lock() {
+            f(&mut stats);
+        }
+    }
+
+    fn rtc(&self, now: Instant) -> Rtc {
+        let mut config = Rtc::builder();
+        if self.publish.h264_only {
+            config = config
+                .clear_codecs()
+                .enable_opus(true, false)
+                .enable_h264(true);
+        }
+        config.build(now)
+    }
+
+    async fn connection(&mut self, pc: Pc, now: Instant) -> Result<(), String> {
+        let socket = UdpSocket::bind("127.0.0.1:0")
+            .await
+            .map_err(|e| e.to_string())?;
+        let local = socket.local_addr().map_err(|e| e.to_string())?;
+        let socket = Arc::new(socket);
+        let mut rtc = self.rtc(now);
+        let host = Candidate::host(local, "udp").map_err(|e| e.to_string())?;
+        rtc.add_local_candidate(host);
+        let reader = socket.clone();
+        let tx = self.datagrams.clone();
+        let which = pc.clone();
+        self.readers.push(tokio::spawn(async move {
+            let mut buf = vec![0u8; 2048];
+            while let Ok((n, source)) = reader.recv_from(&mut buf).await {
+                if tx
+                    .send((which.clone(), source, local, buf[..n].to_vec()))
+                    .is_err()
+                {
+                    break;
+                }
+            }
+        }));
+        self.conns.insert(
+            pc,
+            Conn {
+                rtc,
+                socket,
+                local,
+                pending: None,
+                connected: false,
+                timeout: now,
+            },
+        );
+        Ok(())
+    }
+
+    async fn offer_producer(&mut self) -> Result<(), String> {
+        let now = Instant::now();
+        self.connection(Pc::Producer, now).await?;
+        let id = self.id.clone();
+        let publish = self.publish.clone();
+        let conn = self.conns.get_mut(&Pc::Producer).ok_or("no producer")?;
+        let mut change = conn.rtc.sdp_api();
+        if publish.audio {
+            self.audio_mid = Some(change.add_media(
+                MediaKind::Audio,
+                Direction::SendOnly,
+                Some(id.clone()),
+                None,
+                None,
+            ));
+        }
+        if publish.video {
+            self.video_mid = Some(change.add_media(
+                MediaKind::Video,
+                Direction::SendOnly,
+                Some(id.clone()),
+                None,
+                None,
+            ));
+        }
+        for (label, stream) in CHANNELS {
+            let cid = change.add_channel_with_config(ChannelConfig {
+                label: label.to_string(),
+                negotiated: Some(stream),
+                ..Default::default()
+            });
+            self.channels.insert(cid, label.to_string());
+        }
+        let (offer, pending) = change.apply().ok_or("nothing to offer")?;
+        conn.pending = Some(pending);
+        self.outbox.push(handshake(json!({ "type": "producer",
+            "description": { "type": "offer", "sdp": offer.to_sdp_string() } })));
+        Ok(())
+    }
+
+    async fn on_frame(&mut self, frame: Value) -> Result<(), String> {
+        self.stats(|s| s.frames.push(frame.clone()));
+        let kind = frame.get("type").and_then(Value::as_str).unwrap_or("");
+        match kind {
+            "identified" => self.offer_producer().await?,
+            "producer" => {
+                let Some(conn) = self.conns.get_mut(&Pc::Producer) else {
+                    return Ok(());
+                };
+                if let Some(description) = frame.get("description") {
+                    let sdp = description
+                        .get("sdp")
+                        .and_then(Value::as_str)
+                        .ok_or("no sdp")?;
+                    let answer = SdpAnswer::from_sdp_string(sdp).map_err(|e| e.to_string())?;
+                    let pending = conn.pending.take().ok_or("no pending offer")?;
+                    conn.rtc
+                        .sdp_api()
+                        .accept_answer(pending, answer)
+                        .map_err(|e| e.to_string())?;
+                } else if let Some(candidate) = frame
+                    .pointer("/candidate/candidate")
+                    .and_then(Value::as_str)
+                    && let Ok(c) = Candidate::from_sdp_string(candidate)
+                {
+                    conn.rtc.add_remote_candidate(c);
+                }
+            }
+            "consumer" => {
+                let remote = frame
+                    .get("remotePeerId")
+                    .and_then(Value::as_str)
+                    .ok_or("no remotePeerId")?
+                    .to_string();
+                let pc = Pc::Consumer(remote.clone());
+                if let Some(description) = frame.get("description") {
+                    let sdp = description
+                        .get("sdp")
+                        .and_then(Value::as_str)
+                        .ok_or("no sdp")?;
+                    let offer = SdpOffer::from_sdp_string(sdp).map_err(|e| e.to_string())?;
+                    if !self.conns.contains_key(&pc) {
+                        self.connection(pc.clone(), Instant::now()).await?;
+                    }
+                    self.stats(|s| *s.consumer_offers.entry(remote.clone()).or_default() += 1);
+                    let conn = self.conns.get_mut(&pc).ok_or("no consumer")?;
+                    let answer = conn
+                        .rtc
+                        .sdp_api()
+                        .accept_offer(offer)
+                        .map_err(|e| e.to_string())?;
+                    self.outbox.push(handshake(
+                        json!({ "type": "consumer", "remotePeerId": remote,
+                        "description": { "type": "answer", "sdp": answer.to_sdp_string() } }),
+                    ));
+                } else if let Some(candidate) = frame
+                    .pointer("/candidate/candidate")
+                    .and_then(Value::as_str)
+                    && let Some(conn) = self.conns.get_mut(&pc)
+                    && let Ok(c) = Candidate::from_sdp_string(candidate)
+                {
+                    conn.rtc.add_remote_candidate(c);
+                }
+            }
+            "clientDisconnect" => {
+                if let Some(gone) = frame.get("clientId").and_then(Value::as_str) {
+                    self.conns.remove(&Pc::Consumer(gone.to_string()));
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn on_datagram(&mut self, pc: &Pc, source: SocketAddr, destination: SocketAddr, data: &[u8]) {
+        let Some(conn) = self.conns.get_mut(pc) else {
+            return;
+        };
+        let Ok(contents) = data.try_into() else {
+            return;
+        };
+        let _ = conn.rtc.handle_input(Input::Receive(
+            Instant::now(),
+            Receive {
+                proto: Protocol::Udp,
+                source,
+                destination,
+                contents,
+            },
+        ));
+    }
+
+    /// Writes this tick's media on the producer connection.
+    fn send_media(&mut self, tick: u64) {
+        let Some(conn) = self.conns.get_mut(&Pc::Producer) else {
+            return;
+        };
+        if !conn.connected {
+            return;
+        }
+        let now = Instant::now();
+        let elapsed = now.duration_since(self.started);
+        let mut audio = 0;
+        let mut video_sent = 0;
+        let opus = self.audio_mid.and_then(|mid| {
+            let writer = conn.rtc.writer(mid)?;
+            let pt = writer
+                .payload_params()
+                .find(|p| p.spec().codec == Codec::Opus)?
+                .pt();
+            Some((mid, pt))
+        });
+        if let Some((mid, pt)) = opus
+            && let Some(writer) = conn.rtc.writer(mid)
+        {
+            let rtp = MediaTime::from_seconds(elapsed.as_secs_f64())
+                .rebase(str0m::media::Frequency::FORTY_EIGHT_KHZ);
+            if writer
+                .write(pt, now, rtp, vec![0xfc, 0xff, 0xfe, (tick % 256) as u8])
+                .is_ok()
+            {
+                audio += 1;
+            }
+        }
+        let codec = if self.publish.h264_only {
+            Codec::H264
+        } else {
+            Codec::Vp8
+        };
+        let video = if tick % 2 == 0 {
+            self.video_mid.and_then(|mid| {
+                let writer = conn.rtc.writer(mid)?;
+                let pt = writer
+                    .payload_params()
+                    .find(|p| p.spec().codec == codec)?
+                    .pt();
+                Some((mid, pt))
+            })
+        } else {
+            None
+        };
+        if let Some((mid, pt)) = video
+            && let Some(writer) = conn.rtc.writer(mid)
+        {
+            let key = self.keyframe_wanted || self.video_count % 50 == 0;
+            let n = self.video_count;
+            let frame = if codec == Codec::H264 {
+                h264_frame(key, n)
+            } else {
+                vp8_frame(key, n)
+            };
+            let rtp = MediaTime::from_seconds(elapsed.as_secs_f64())
+                .rebase(str0m::media::Frequency::NINETY_KHZ);
+            if writer.write(pt, now, rtp, frame).is_ok() {
+                self.video_count += 1;
+                self.keyframe_wanted = false;
+                video_sent += 1;
+            }
+        }
+        self.stats(|s| {
+            s.audio_frames_sent += audio;
+            s.video_frames_sent += video_sent;
+        });
+    }
+
+    /// Polls every connection until it waits; returns the earliest timeout.
+    fn poll(&mut self) -> Instant {
+        let mut next = Instant::now() + Duration::from_millis(100);
+        let mut events = Vec::new();
+        for (pc, conn) in self.conns.iter_mut() {
+            loop {
+                match conn.rtc.poll_output() {
+                    Ok(Output::Timeout(t)) => {
+                        conn.timeout = t;
+                        next = next.min(t);
+                        break;
+                    }
+                    Ok(Output::Transmit(t)) => {
+                        let _ = conn.socket.try_send_to(&t.contents, t.destination);
+                    }
+                    Ok(Output::Event(event)) => {
+                        if matches!(event, Event::Connected) {
+                            conn.connected = true;
+                        }
+                        let kind = match &event {
+                            Event::MediaData(d) => conn.rtc.media(d.mid).map(|m| m.kind()),
+                            _ => None,
+                        };
+                        events.push((pc.clone(), event, kind));
+                    }
+                    Err(_) => break,
+                }
+            }
+        }
+        for (pc, event, kind) in events {
+            self.on_event(&pc, event, kind);
+        }
+        next
+    }
+
+    fn on_event(&mut self, pc: &Pc, event: Event, kind: Option<MediaKind>) {
+        match (pc, event) {
+            (Pc::Producer, Event::Connected) => self.stats(|s| s.producer_connected = true),
+            (Pc::Producer, Event::KeyframeRequest(_)) => {
+                self.keyframe_wanted = true;
+                self.stats(|s| s.keyframe_requests += 1);
+            }
+            (Pc::Producer, Event::ChannelOpen(cid, label)) => {
+                self.channels.insert(cid, label.clone());
+                self.stats(|s| s.channels_open.push(label));
+            }
+            (Pc::Producer, Event::ChannelData(data)) => {
+                let label = self.channels.get(&data.id).cloned().unwrap_or_default();
+                let text = String::from_utf8_lossy(&data.data).to_string();
+                self.stats(|s| s.messages.push((label, text)));
+            }
+            (Pc::Consumer(remote), Event::MediaData(data)) => {
+                let now = Instant::now();
+                let codec = data.params.spec().codec;
+                let key = is_keyframe(codec, &data.data);
+                self.stats(|s| {
+                    let r = s.received.entry(remote.clone()).or_default();
+                    r.bytes += data.data.len() as u64;
+                    match kind {
+                        Some(MediaKind::Audio) => r.audio_frames += 1,
+                        Some(MediaKind::Video) => {
+                            r.video_frames += 1;
+                            r.first_video_at.get_or_insert(now);
+                            let name = format!("{codec:?}");
+                            if !r.video_codecs.contains(&name) {
+                                r.video_codecs.push(name);
+                            }
+                            if key {
+                                r.video_keyframes += 1;
+                                r.first_keyframe_at.get_or_insert(now);
+                            }
+                        }
+                        None => {}
+                    }
+                });
+            }
+            _ => {}
+        }
+    }
+
+    fn send_chat(&mut self, label: &str, text: &str) {
+        let Some(conn) = self.conns.get_mut(&Pc::Producer) else {
+            return;
+        };
+        let Some(cid) = self
+            .channels
+            .iter()
+            .find(|(_, l)| *l == label)
+            .map(|(c, _)| *c)
+        else {
+            return;
+        };
+        if let Some(mut channel) = conn.rtc.channel(cid) {
+            let _ = channel.write(false, text.as_bytes());
+        }
+    }
+
+    async fn run<S>(mut self, socket: S, mut commands: mpsc::UnboundedReceiver<Command>)
+    where
+        S: StreamExt<Item = Result<Message, tokio_tungstenite::tungstenite::Error>>
+            + SinkExt<Message>
+            + Unpin,
+    {
+        let (mut tx, mut rx) = socket.split();
+        let identify = json!({ "action": "identify", "data": {
+            "id": self.id, "type": "client", "roomId": self.room } });
+        if tx
+            .send(Message::Text(identify.to_string().into()))
+            .await
+            .is_err()
+        {
+            return;
+        }
+        let Some(mut datagrams) = self.datagram_rx.take() else {
+            return;
+        };
+        let mut media = tokio::time::interval(Duration::from_millis(20));
+        let mut tick = 0u64;
+        loop {
+            let next = self.poll();
+            for frame in std::mem::take(&mut self.outbox) {
+                if tx
+                    .send(Message::Text(frame.to_string().into()))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            let wait = next.saturating_duration_since(Instant::now());
+            tokio::select! {
+                message = rx.next() => match message {
+                    Some(Ok(Message::Text(text))) => {
+                        if let Ok(frame) = serde_json::from_str::<Value>(&text)
+                            && let Err(e) = self.on_frame(frame).await
+                        {
+                            tracing::warn!(id = %self.id, error = %e, "test participant: frame not handled");
+                        }
+                    }
+                    Some(Ok(_)) => {}
+                    None | Some(Err(_)) => break,
+                },
+                Some((pc, source, destination, data)) = datagrams.recv() => {
+                    self.on_datagram(&pc, source, destination, &data);
+                    while let Ok((pc, source, destination, data)) = datagrams.try_recv() {
+                        self.on_datagram(&pc, source, destination, &data);
+                    }
+                }
+                command = commands.recv() => match command {
+                    Some(Command::Chat(label, text)) => self.send_chat(label, &text),
+                    Some(Command::Frame(frame)) => self.outbox.push(frame),
+                    Some(Command::Stop) | None => break,
+                },
+                _ = media.tick() => {
+                    tick += 1;
+                    self.send_media(tick);
+                }
+                _ = tokio::time::sleep(wait) => {
+                    let now = Instant::now();
+                    for conn in self.conns.values_mut() {
+                        if conn.timeout <= now {
+                            let _ = conn.rtc.handle_input(Input::Timeout(now));
+                        }
+                    }
+                }
+            }
+        }
+        for conn in self.conns.values_mut() {
+            conn.rtc.disconnect();
+            let _ = conn.local;
+        }
+        for reader in &self.readers {
+            reader.abort();
+        }
+        let _ = tx.close().await;
+    }
+}
