@@ -3,7 +3,7 @@
 # WebSocket APIs, @connections, ECS, the demo pages, and a coturn for TURN relay. createRoom's
 # tasks run switchboard-sfu, so a room holds a call out of the box.
 # Installs what it needs first. Extra arguments go to switchboard-local (see README); a
-# --task-command among them replaces switchboard-sfu as the rooms' task.
+# --sfu-command among them replaces switchboard-sfu as the rooms' task.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/ensure-deps.sh run
@@ -25,8 +25,13 @@ echo "coturn on 127.0.0.1:${turn_port} (log: .cache/turnserver.log)"
 
 cargo build --release --bin switchboard-local --bin switchboard-sfu
 bin="$(cd "${CARGO_TARGET_DIR:-target}/release" && pwd)"
-# Each task has its own loopback address (TASK_IP), so every room's SFU binds the same UDP port.
-"$bin/switchboard-local" --task-command "exec '$bin/switchboard-sfu'" "$@" &
+# Rooms run switchboard-sfu (each task has its own loopback address, TASK_IP, so every room's SFU
+# binds the same UDP port), unless the arguments choose another --sfu-command.
+sfu=(--sfu-command "exec '$bin/switchboard-sfu'")
+for arg in "$@"; do
+  case "$arg" in --sfu-command|--sfu-command=*) sfu=() ;; esac
+done
+"$bin/switchboard-local" "${sfu[@]}" "$@" &
 stack_pid=$!
 trap 'kill -TERM $stack_pid 2>/dev/null || true; wait $stack_pid 2>/dev/null; kill $turn_pid 2>/dev/null || true' EXIT INT TERM
 wait $stack_pid

@@ -91,7 +91,7 @@ async fn sfu_stack(env: &Env, sfu: &Path) -> Result<Stack, Error> {
     options.table_prefix = format!("b{}-", uuid::Uuid::new_v4().simple());
     options.clock = Clock::manual(now());
     options.pages = None;
-    options.task_command = Some(format!(
+    options.sfu_command = Some(format!(
         "exec env RUST_LOG=warn SFU_UDP_PORT={} '{}'",
         free_udp_port()?,
         sfu.display()

@@ -55,7 +55,7 @@ async function startSfuStack({ args = [], env = {} } = {}) {
   return startStack({
     turnPort: coturn.port,
     ...secrets,
-    args: ['--task-command', `exec env SFU_UDP_PORT=${port} '${sfu}'`, '--task-stop-timeout-seconds', `${STOP_TIMEOUT_SECONDS}`, ...args],
+    args: ['--sfu-command', `exec env SFU_UDP_PORT=${port} '${sfu}'`, '--task-stop-timeout-seconds', `${STOP_TIMEOUT_SECONDS}`, ...args],
     env,
   });
 }
