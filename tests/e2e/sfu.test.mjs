@@ -77,6 +77,13 @@ async function describeAll() {
   return parts.join('\n');
 }
 
+/** A page's steps with their time since its first step, for messages about slowness. */
+async function timeline(name) {
+  const steps = await pages[name].evaluate(() => window.demo.steps);
+  const t0 = Date.parse(steps[0]?.at);
+  return steps.map((st) => `  +${Date.parse(st.at) - t0} ms ${st.ok ? '' : 'FAIL '}${st.name} ${st.detail.slice(0, 80)}`).join('\n');
+}
+
 const http = (method, route, options) => httpCall(stack.urls.http, method, route, options);
 const waitState = (name, what, check) => until(async () => check((await pageState(pages[name])) ?? {}), `${name}: ${what}`);
 
@@ -221,7 +228,9 @@ test('SFU room, relay-only through coturn: three in a call, chat, one leaves, a 
       const s = await waitState(d, 'first frames from both', (st) => [a, b].every((o) => st.remotes?.[o]?.firstFrameMs != null) && st);
       for (const o of [a, b]) metrics.sfu_join_first_frame_ms.push(s.remotes[o].firstFrameMs);
       console.log(`    ${d}: first frame from ${a} after ${s.remotes[a].firstFrameMs} ms, from ${b} after ${s.remotes[b].firstFrameMs} ms`);
-      for (const o of [a, b]) assert.ok(s.remotes[o].firstFrameMs <= 2000, `${d} decoded ${o} only ${s.remotes[o].firstFrameMs} ms after joining`);
+      for (const o of [a, b]) {
+        assert.ok(s.remotes[o].firstFrameMs <= 2000, `${d} decoded ${o} only ${s.remotes[o].firstFrameMs} ms after joining:\n${await timeline(d)}`);
+      }
       await expectMedia([a, b, d]);
       for (const name of [a, b, d]) {
         const st = await pageState(pages[name]);
