@@ -106,6 +106,9 @@ struct Forward {
     from: Mid,
     to: Mid,
     kind: MediaKind,
+    /// Video starts at a keyframe: until one passes, delta frames are not forwarded (a
+    /// decoder cannot use them).
+    started: bool,
 }
 
 struct Peer {
@@ -636,6 +639,7 @@ impl Room {
                             None,
                         );
                         added.push(Forward {
+                            started: false,
                             from: *mid,
                             to,
                             kind: *kind,
@@ -672,6 +676,7 @@ impl Room {
                     None,
                 );
                 added.push(Forward {
+                    started: false,
                     from: *mid,
                     to,
                     kind: *kind,
@@ -936,7 +941,7 @@ impl Room {
                     self.ensure_consumer(now, &receiver, &client);
                 }
             }
-            Effect::Media(client, data) => self.forward(&client, data),
+            Effect::Media(client, data) => self.forward(now, &client, data),
             Effect::Keyframe { client, mid, kind } => {
                 self.request_keyframe(now, &client, mid, kind)
             }
@@ -1001,21 +1006,31 @@ impl Room {
         }
     }
 
-    fn forward(&mut self, client: &str, data: MediaData) {
+    fn forward(&mut self, now: Instant, client: &str, data: MediaData) {
         let Some(ids) = self.consumers_of.get(client) else {
             return;
         };
         let ids: Vec<PeerId> = ids.iter().copied().collect();
+        let keyframe = data.is_keyframe();
+        let mut waiting = false;
         for id in ids {
             let Some(peer) = self.peers.get_mut(&id) else {
-                continue;
-            };
-            let Some(forward) = peer.forwards.iter().find(|f| f.from == data.mid).copied() else {
                 continue;
             };
             if !peer.connected {
                 continue;
             }
+            let Some(forward) = peer.forwards.iter_mut().find(|f| f.from == data.mid) else {
+                continue;
+            };
+            if forward.kind == MediaKind::Video && !forward.started {
+                if !keyframe {
+                    waiting = true;
+                    continue;
+                }
+                forward.started = true;
+            }
+            let forward = *forward;
             let key = peer.key.clone();
             let written = fenced("write", &key, || {
                 let writer = peer.rtc.writer(forward.to)?;
@@ -1028,6 +1043,10 @@ impl Room {
                 Some(None) => {}
                 None => self.drop_peer(id),
             }
+        }
+        if waiting {
+            // A consumer waits for a keyframe (the first request may have been lost).
+            self.request_keyframe(now, client, data.mid, KeyframeRequestKind::Pli);
         }
     }
 

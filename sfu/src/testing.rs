@@ -34,6 +34,8 @@ pub struct Publish {
     pub video: bool,
     /// Offer only H.264 for video (as a browser without VP8 would), not VP8.
     pub h264_only: bool,
+    /// Answer the SFU's consumer offers (false: a client that never answers).
+    pub answer_consumers: bool,
     /// Bytes of each synthetic video frame (25 frames a second): 600 is about 120 kbit/s,
     /// 5,000 about 1 Mbit/s (the benchmark's load).
     pub video_frame_bytes: usize,
@@ -45,6 +47,7 @@ impl Default for Publish {
             audio: true,
             video: true,
             h264_only: false,
+            answer_consumers: true,
             video_frame_bytes: 600,
         }
     }
@@ -286,9 +289,10 @@ impl Client {
         }
     }
 
-    fn rtc(&self, now: Instant) -> Rtc {
+    /// With `h264_only`, the producer connection offers H.264 alone (it still receives VP8).
+    fn rtc(&self, now: Instant, producer: bool) -> Rtc {
         let mut config = Rtc::builder();
-        if self.publish.h264_only {
+        if self.publish.h264_only && producer {
             config = config
                 .clear_codecs()
                 .enable_opus(true, false)
@@ -303,7 +307,7 @@ impl Client {
             .map_err(|e| e.to_string())?;
         let local = socket.local_addr().map_err(|e| e.to_string())?;
         let socket = Arc::new(socket);
-        let mut rtc = self.rtc(now);
+        let mut rtc = self.rtc(now, pc == Pc::Producer);
         let host = Candidate::host(local, "udp").map_err(|e| e.to_string())?;
         rtc.add_local_candidate(host);
         let reader = socket.clone();
@@ -410,6 +414,10 @@ impl Client {
                     .to_string();
                 let pc = Pc::Consumer(remote.clone());
                 if let Some(description) = frame.get("description") {
+                    if !self.publish.answer_consumers {
+                        self.stats(|s| *s.consumer_offers.entry(remote.clone()).or_default() += 1);
+                        return Ok(());
+                    }
                     let sdp = description
                         .get("sdp")
                         .and_then(Value::as_str)
