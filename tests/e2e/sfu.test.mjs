@@ -176,7 +176,7 @@ after(async () => {
 
 // ------------------------------------------------------------------ a call of three, relay-only
 
-test('SFU room, relay-only through coturn: three in a call, chat, one leaves, a late joiner, DELETE ends the task', async () => {
+test('SFU room, relay-only through coturn: three in a call, chat, one leaves, a late joiner', async () => {
   const urlPath = `call/${short()}`;
   const [a, b, c, d] = ['ann', 'bo', 'cy', 'dee'].map((n) => `${n}-${short()}`);
   let room;
@@ -238,29 +238,15 @@ test('SFU room, relay-only through coturn: three in a call, chat, one leaves, a 
       }
     }, describeAll);
 
-    await step('DELETE /rooms/{id}: the clients hear sfuDisconnect, the SFU exits 0 on SIGTERM before the stop timeout', 30000, async () => {
-      const ended = await http('DELETE', `/rooms/${room.roomId}`, { key: secrets.operatorKey });
-      assert.equal(ended.status, 200, `DELETE /rooms → ${ended.status} ${JSON.stringify(ended.body)}`);
-      for (const name of [a, b, d]) await waitState(name, 'sfuDisconnect', (s) => s.sfuDisconnect === room.roomId);
-      const task = await until(async () => {
-        const t = await describeTask(stack.urls.ecs, room.taskArn);
-        return t.lastStatus === 'STOPPED' && t;
-      }, 'the SFU task stopped');
-      const took = task.stoppedAt - task.stoppingAt;
-      assert.equal(task.containers[0].exitCode, 0, `the SFU exited with ${task.containers[0].exitCode} (${task.stoppedReason})`);
-      assert.ok(took < STOP_TIMEOUT_SECONDS, `the SFU took ${took.toFixed(1)} s to exit after SIGTERM`);
-      console.log(`    the SFU exited 0, ${took.toFixed(2)} s after SIGTERM`);
-      const claim = await http('PATCH', '/claimRoom', { body: { urlPath: `${urlPath}-after` } });
-      assert.equal(claim.status, 404, `claimRoom after the room ended → ${claim.status} ${JSON.stringify(claim.body)}`);
-    }, describeAll);
   } finally {
     await closeAll();
+    if (room) await http('DELETE', `/rooms/${room.roomId}`, { key: secrets.operatorKey }).catch(() => {});
   }
 });
 
 // ------------------------------------------------------------------ direct candidates
 
-test('SFU room, direct candidates: three in a call', async () => {
+test('SFU room, direct candidates: three in a call; DELETE /rooms ends it, the SFU exits 0 on SIGTERM', async () => {
   const urlPath = `direct/${short()}`;
   const names = ['eve', 'fay', 'gus'].map((n) => `${n}-${short()}`);
   let room;
@@ -289,9 +275,20 @@ test('SFU room, direct candidates: three in a call', async () => {
         assert.equal(pair.remote.address, address, `${name} is not connected to the SFU's address: ${JSON.stringify(pair)}`);
       }
     }, describeAll);
-    await step('DELETE /rooms/{id}', 15000, async () => {
+    await step('DELETE /rooms/{id}: the clients hear sfuDisconnect, the SFU exits 0 on SIGTERM before the stop timeout', 30000, async () => {
       const ended = await http('DELETE', `/rooms/${room.roomId}`, { key: secrets.operatorKey });
       assert.equal(ended.status, 200, `DELETE /rooms → ${ended.status} ${JSON.stringify(ended.body)}`);
+      for (const name of names) await waitState(name, 'sfuDisconnect', (s) => s.sfuDisconnect === room.roomId);
+      const task = await until(async () => {
+        const t = await describeTask(stack.urls.ecs, room.taskArn);
+        return t.lastStatus === 'STOPPED' && t;
+      }, 'the SFU task stopped');
+      const took = task.stoppedAt - task.stoppingAt;
+      assert.equal(task.containers[0].exitCode, 0, `the SFU exited with ${task.containers[0].exitCode} (${task.stoppedReason})`);
+      assert.ok(took < STOP_TIMEOUT_SECONDS, `the SFU took ${took.toFixed(1)} s to exit after SIGTERM`);
+      console.log(`    the SFU exited 0, ${took.toFixed(2)} s after SIGTERM`);
+      const claim = await http('PATCH', '/claimRoom', { body: { urlPath: `${urlPath}-after` } });
+      assert.equal(claim.status, 404, `claimRoom after the room ended → ${claim.status} ${JSON.stringify(claim.body)}`);
     }, describeAll);
   } finally {
     await closeAll();
@@ -348,6 +345,10 @@ test("SFU room: the gateway closes the SFU's socket; it identifies again, media 
         const s = await pageState(pages[name]);
         assert.equal(s.sfuDisconnect, undefined, `${name} was told the SFU left`);
       }
+      assert.ok(
+        stack.lines.some((l) => /identified/.test(l) && /again=true/.test(l)),
+        "the SFU's log does not say it identified again (was its socket closed?)",
+      );
       const found = await http('GET', `/getRoomId?urlPath=${encodeURIComponent(urlPath)}`);
       assert.equal(found.status, 200, `getRoomId after the grace → ${found.status} ${JSON.stringify(found.body)}`);
     }, describeAll);
