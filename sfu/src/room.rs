@@ -131,7 +131,7 @@ struct Peer {
 /// What polling one peer asks of the room.
 enum Effect {
     TracksAdded(String),
-    Media(String, MediaData),
+    Media(String, Box<MediaData>),
     Keyframe {
         client: String,
         mid: Mid,
@@ -941,7 +941,7 @@ impl Room {
                     self.ensure_consumer(now, &receiver, &client);
                 }
             }
-            Effect::Media(client, data) => self.forward(now, &client, data),
+            Effect::Media(client, data) => self.forward(now, &client, *data),
             Effect::Keyframe { client, mid, kind } => {
                 self.request_keyframe(now, &client, mid, kind)
             }
@@ -1145,7 +1145,7 @@ fn peer_event(id: PeerId, peer: &mut Peer, now: Instant, event: Event, effects: 
                     kind: KeyframeRequestKind::Pli,
                 });
             }
-            effects.push(Effect::Media(client.clone(), data));
+            effects.push(Effect::Media(client.clone(), Box::new(data)));
         }
         Event::KeyframeRequest(request) => {
             if let PeerKey::Consumer { remote, .. } = &peer.key

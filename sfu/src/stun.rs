@@ -122,7 +122,7 @@ mod tests {
         let mut attr = kind.to_be_bytes().to_vec();
         attr.extend_from_slice(&(value.len() as u16).to_be_bytes());
         attr.extend_from_slice(value);
-        while attr.len() % 4 != 0 {
+        while !attr.len().is_multiple_of(4) {
             attr.push(0);
         }
         packet[2..4].copy_from_slice(&(attr.len() as u16).to_be_bytes());

@@ -92,6 +92,9 @@ pub struct Stats {
     pub frames: Vec<Value>,
 }
 
+/// A datagram a connection's socket received: (connection, source, destination, bytes).
+type Datagram = (Pc, SocketAddr, SocketAddr, Vec<u8>);
+
 enum Command {
     Chat(&'static str, String),
     Frame(Value),
@@ -103,30 +106,60 @@ pub struct Participant {
     pub id: String,
     stats: Arc<Mutex<Stats>>,
     commands: mpsc::UnboundedSender<Command>,
-    task: tokio::task::JoinHandle<()>,
+    done: tokio::sync::oneshot::Receiver<()>,
 }
 
 impl Participant {
     /// Connects to the signaling socket at `ws_url`, identifies into `room` as `id`, and
-    /// offers its producer connection.
+    /// offers its producer connection. The participant runs on a thread of its own (its own
+    /// runtime), so a busy caller does not starve its media.
     pub async fn join(
         ws_url: &str,
         room: &str,
         id: &str,
         publish: Publish,
     ) -> Result<Self, String> {
-        let (socket, _) = tokio_tungstenite::connect_async(ws_url)
-            .await
-            .map_err(|e| format!("connect {ws_url}: {e}"))?;
         let stats = Arc::new(Mutex::new(Stats::default()));
         let (commands, rx) = mpsc::unbounded_channel();
         let client = Client::new(id, room, publish, stats.clone());
-        let task = tokio::spawn(client.run(socket, rx));
+        let (connected_tx, connected) = tokio::sync::oneshot::channel();
+        let (done_tx, done) = tokio::sync::oneshot::channel();
+        let url = ws_url.to_string();
+        std::thread::Builder::new()
+            .name(format!("participant-{id}"))
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime,
+                    Err(e) => {
+                        let _ = connected_tx.send(Err(e.to_string()));
+                        return;
+                    }
+                };
+                runtime.block_on(async move {
+                    match tokio_tungstenite::connect_async(&url).await {
+                        Ok((socket, _)) => {
+                            let _ = connected_tx.send(Ok(()));
+                            client.run(socket, rx).await;
+                        }
+                        Err(e) => {
+                            let _ = connected_tx.send(Err(format!("connect {url}: {e}")));
+                        }
+                    }
+                });
+                let _ = done_tx.send(());
+            })
+            .map_err(|e| e.to_string())?;
+        connected
+            .await
+            .map_err(|_| "the participant's thread ended".to_string())??;
         Ok(Self {
             id: id.to_string(),
             stats,
             commands,
-            task,
+            done,
         })
     }
 
@@ -147,7 +180,7 @@ impl Participant {
     /// Closes the socket and every peer connection (the gateway tells the room it left).
     pub async fn leave(self) {
         let _ = self.commands.send(Command::Stop);
-        let _ = tokio::time::timeout(Duration::from_secs(5), self.task).await;
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.done).await;
     }
 
     /// Polls `check` on the stats until it holds or `limit` passes.
@@ -191,8 +224,8 @@ struct Client {
     publish: Publish,
     stats: Arc<Mutex<Stats>>,
     conns: HashMap<Pc, Conn>,
-    datagrams: mpsc::UnboundedSender<(Pc, SocketAddr, SocketAddr, Vec<u8>)>,
-    datagram_rx: Option<mpsc::UnboundedReceiver<(Pc, SocketAddr, SocketAddr, Vec<u8>)>>,
+    datagrams: mpsc::UnboundedSender<Datagram>,
+    datagram_rx: Option<mpsc::UnboundedReceiver<Datagram>>,
     audio_mid: Option<Mid>,
     video_mid: Option<Mid>,
     channels: HashMap<ChannelId, String>,
@@ -516,7 +549,7 @@ impl Client {
         } else {
             Codec::Vp8
         };
-        let video = if tick % 2 == 0 {
+        let video = if tick.is_multiple_of(2) {
             self.video_mid.and_then(|mid| {
                 let writer = conn.rtc.writer(mid)?;
                 let pt = writer
@@ -531,7 +564,7 @@ impl Client {
         if let Some((mid, pt)) = video
             && let Some(writer) = conn.rtc.writer(mid)
         {
-            let key = self.keyframe_wanted || self.video_count % 50 == 0;
+            let key = self.keyframe_wanted || self.video_count.is_multiple_of(50);
             let n = self.video_count;
             let frame = if codec == Codec::H264 {
                 h264_frame(key, n)

@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::json;
 use switchboard_sfu::testing::{Participant, Publish, Stats};
 
-const MEDIA: Duration = Duration::from_secs(15);
+const MEDIA: Duration = Duration::from_secs(30);
 
 /// One call at a time: each runs an SFU and several participants on a small machine.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());

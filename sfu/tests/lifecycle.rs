@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use switchboard_sfu::testing::{Participant, Publish, Stats};
 
-const MEDIA: Duration = Duration::from_secs(15);
+const MEDIA: Duration = Duration::from_secs(30);
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -217,4 +217,36 @@ async fn a_refused_identify_ends_the_process() {
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("identify refused"), "{stderr}");
     assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+/// README, "The SFU": `scripts/sfu-image.sh --help` as printed (docker does not run here), and
+/// the script parses.
+#[test]
+fn the_image_script_parses_and_explains_itself() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let syntax = Command::new("bash")
+        .args(["-n", "scripts/sfu-image.sh"])
+        .current_dir(&root)
+        .output()
+        .expect("bash runs");
+    assert!(
+        syntax.status.success(),
+        "{}",
+        String::from_utf8_lossy(&syntax.stderr)
+    );
+    let help = Command::new("sh")
+        .args(["-c", "scripts/sfu-image.sh --help"])
+        .current_dir(&root)
+        .output()
+        .expect("the script runs");
+    let text = String::from_utf8_lossy(&help.stdout);
+    assert!(
+        help.status.success(),
+        "{}",
+        String::from_utf8_lossy(&help.stderr)
+    );
+    assert!(
+        text.contains("--push REPOSITORY_URI") && text.contains("SfuImage"),
+        "{text}"
+    );
 }
