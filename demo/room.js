@@ -27,6 +27,7 @@ const departed = new Set(); // peers the room said left: never shown again
 demo.state.remotes = {}; // peer id → {audioTracks, videoTracks, framesDecoded, audioPackets, firstFrameMs, maxGapMs, ...}
 demo.state.offeredPeers = []; // every remotePeerId the SFU offered us, in order
 demo.state.clientDisconnects = [];
+demo.state.offersForDeparted = []; // offers for a peer after the room said it left
 demo.state.chat = [];
 // Restart the "longest time without a new video frame" of every remote (the test marks a moment).
 demo.markGaps = () => {
@@ -144,7 +145,10 @@ async function onHandshake(frame) {
       }
       if (frame.description?.type === 'offer') {
         demo.state.offeredPeers.push(peer);
-        if (departed.has(peer)) step(`offer for ${peer}`, false, 'the room said it left');
+        if (departed.has(peer)) {
+          demo.state.offersForDeparted.push(peer);
+          step(`offer for ${peer}`, false, 'the room said it left');
+        }
       }
       if (departed.has(peer)) return;
       await remoteFor(peer).link.receive(frame);
