@@ -61,9 +61,17 @@ impl Load {
 fn cpu_seconds(pid: u32) -> Result<f64, Error> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     // The command name (field 2) is in parentheses and may hold spaces: count after it.
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).ok_or("no ) in /proc/pid/stat")?;
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r)
+        .ok_or("no ) in /proc/pid/stat")?;
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| -> Result<f64, Error> { Ok(fields.get(i).ok_or("short /proc/pid/stat")?.parse::<f64>()?) };
+    let ticks = |i: usize| -> Result<f64, Error> {
+        Ok(fields
+            .get(i)
+            .ok_or("short /proc/pid/stat")?
+            .parse::<f64>()?)
+    };
     // After ')': field 3 is index 0, so utime (14) is index 11 and stime (15) index 12.
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
@@ -82,7 +90,9 @@ fn rss_mb(pid: u32) -> Result<f64, Error> {
 }
 
 fn free_udp_port() -> Result<u16, Error> {
-    Ok(std::net::UdpSocket::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::UdpSocket::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 /// A stack whose ECS tasks run `sfu` (with its UDP port and quiet logs).
@@ -121,11 +131,23 @@ async fn room(env: &Env, stack: &Stack) -> Result<(String, u32), Error> {
     if status != 200 {
         return Err(format!("createRoom answered {status}: {body}").into());
     }
-    let id = body["roomId"].as_str().ok_or("createRoom: no roomId")?.to_string();
-    let arn = body["taskArn"].as_str().ok_or("createRoom: no taskArn")?.to_string();
+    let id = body["roomId"]
+        .as_str()
+        .ok_or("createRoom: no roomId")?
+        .to_string();
+    let arn = body["taskArn"]
+        .as_str()
+        .ok_or("createRoom: no taskArn")?
+        .to_string();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        if stack.deps.store.room(&id).await?.is_some_and(|r| r.serving_connection.is_some()) {
+        if stack
+            .deps
+            .store
+            .room(&id)
+            .await?
+            .is_some_and(|r| r.serving_connection.is_some())
+        {
             break;
         }
         if Instant::now() > deadline {
@@ -148,14 +170,24 @@ fn totals(participants: &[(usize, Participant)]) -> HashMap<(String, String), (u
     for (_, p) in participants {
         let stats: Stats = p.stats();
         for (from, r) in stats.received {
-            out.insert((p.id.clone(), from), (r.rtp_packets, r.video_frames, r.audio_latency_us.len()));
+            out.insert(
+                (p.id.clone(), from),
+                (r.rtp_packets, r.video_frames, r.audio_latency_us.len()),
+            );
         }
     }
     out
 }
 
 /// Runs one load point against fresh SFU processes.
-pub async fn load(env: &Env, sfu: &Path, size: usize, rooms: usize, measure: Duration, frame_bytes: usize) -> Result<Load, Error> {
+pub async fn load(
+    env: &Env,
+    sfu: &Path,
+    size: usize,
+    rooms: usize,
+    measure: Duration,
+    frame_bytes: usize,
+) -> Result<Load, Error> {
     let stack = sfu_stack(env, sfu).await?;
     let mut room_ids = vec![];
     let mut pids = vec![];
@@ -173,34 +205,66 @@ pub async fn load(env: &Env, sfu: &Path, size: usize, rooms: usize, measure: Dur
     for (r, id) in room_ids.iter().enumerate() {
         for i in 0..size {
             let name = format!("r{r}-p{i}");
-            participants.push((r, Participant::join(&stack.ws_url, id, &name, publish.clone()).await?));
+            participants.push((
+                r,
+                Participant::join(&stack.ws_url, id, &name, publish.clone()).await?,
+            ));
         }
     }
     // Everyone decodes everyone else's video before the window opens.
-    let names: Vec<(usize, String)> = participants.iter().map(|(r, p)| (*r, p.id.clone())).collect();
+    let names: Vec<(usize, String)> = participants
+        .iter()
+        .map(|(r, p)| (*r, p.id.clone()))
+        .collect();
     let others = |r: usize, me: &str| -> Vec<String> {
-        names.iter().filter(|(rr, n)| *rr == r && n != me).map(|(_, n)| n.clone()).collect()
+        names
+            .iter()
+            .filter(|(rr, n)| *rr == r && n != me)
+            .map(|(_, n)| n.clone())
+            .collect()
     };
     let limit = Duration::from_secs(30 + 2 * (size * rooms) as u64);
     for (r, p) in &participants {
         let want = others(*r, &p.id);
-        p.wait_for(limit, |s| want.iter().all(|o| s.received.get(o).is_some_and(|x| x.video_frames > 0 && x.audio_frames > 0)))
-            .await
-            .map_err(|s| {
-                let got: Vec<_> = s.received.iter().map(|(k, v)| format!("{k}: {} video, {} audio", v.video_frames, v.audio_frames)).collect();
-                format!("{} does not receive everyone in its room within {limit:?}: {got:?}", p.id)
-            })?;
+        p.wait_for(limit, |s| {
+            want.iter().all(|o| {
+                s.received
+                    .get(o)
+                    .is_some_and(|x| x.video_frames > 0 && x.audio_frames > 0)
+            })
+        })
+        .await
+        .map_err(|s| {
+            let got: Vec<_> = s
+                .received
+                .iter()
+                .map(|(k, v)| format!("{k}: {} video, {} audio", v.video_frames, v.audio_frames))
+                .collect();
+            format!(
+                "{} does not receive everyone in its room within {limit:?}: {got:?}",
+                p.id
+            )
+        })?;
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
 
-    let cpu0: f64 = pids.iter().map(|p| cpu_seconds(*p)).sum::<Result<f64, Error>>()?;
+    let cpu0: f64 = pids
+        .iter()
+        .map(|p| cpu_seconds(*p))
+        .sum::<Result<f64, Error>>()?;
     let before = totals(&participants);
     let started = Instant::now();
     tokio::time::sleep(measure).await;
     let after = totals(&participants);
-    let cpu1: f64 = pids.iter().map(|p| cpu_seconds(*p)).sum::<Result<f64, Error>>()?;
+    let cpu1: f64 = pids
+        .iter()
+        .map(|p| cpu_seconds(*p))
+        .sum::<Result<f64, Error>>()?;
     let seconds = started.elapsed().as_secs_f64();
-    let sfu_rss_mb = pids.iter().map(|p| rss_mb(*p)).sum::<Result<f64, Error>>()?;
+    let sfu_rss_mb = pids
+        .iter()
+        .map(|p| rss_mb(*p))
+        .sum::<Result<f64, Error>>()?;
 
     let mut load = Load {
         size,
@@ -228,7 +292,14 @@ pub async fn load(env: &Env, sfu: &Path, size: usize, rooms: usize, measure: Dur
             load.video_frames += vf1.saturating_sub(vf0);
             if let Some(received) = stats.received.get(&o) {
                 let l1 = after.get(&key).map_or(0, |t| t.2);
-                load.latency_ms.extend(received.audio_latency_us.iter().skip(l0).take(l1.saturating_sub(l0)).map(|us| *us as f64 / 1000.0));
+                load.latency_ms.extend(
+                    received
+                        .audio_latency_us
+                        .iter()
+                        .skip(l0)
+                        .take(l1.saturating_sub(l0))
+                        .map(|us| *us as f64 / 1000.0),
+                );
             }
         }
     }

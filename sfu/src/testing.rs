@@ -497,7 +497,11 @@ impl Client {
             && is_rtp(data)
             && let Ok(mut stats) = self.stats.lock()
         {
-            stats.received.entry(remote.clone()).or_default().rtp_packets += 1;
+            stats
+                .received
+                .entry(remote.clone())
+                .or_default()
+                .rtp_packets += 1;
         }
         let Ok(contents) = data.try_into() else {
             return;
@@ -650,7 +654,8 @@ impl Client {
                                 let mut stamp = [0u8; 8];
                                 stamp.copy_from_slice(sent);
                                 let took = stamp_now().saturating_sub(u64::from_be_bytes(stamp));
-                                r.audio_latency_us.push(took.min(u64::from(u32::MAX)) as u32);
+                                r.audio_latency_us
+                                    .push(took.min(u64::from(u32::MAX)) as u32);
                             }
                         }
                         Some(MediaKind::Video) => {
