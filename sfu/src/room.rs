@@ -1185,3 +1185,249 @@ fn peer_event(id: PeerId, peer: &mut Peer, now: Instant, event: Event, effects: 
         _ => {}
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn room() -> Room {
+        Room::new(RoomOptions::new("127.0.0.9:50000".parse().unwrap()))
+    }
+
+    /// A client's producer offer (audio, video, the negotiated channels), from str0m.
+    fn client_offer(now: Instant) -> (Rtc, SdpPendingOffer, String) {
+        client_offer_at(now, "127.0.0.1:40000".parse().unwrap())
+    }
+
+    fn client_offer_at(now: Instant, addr: SocketAddr) -> (Rtc, SdpPendingOffer, String) {
+        let mut rtc = Rtc::builder().build(now);
+        rtc.add_local_candidate(Candidate::host(addr, "udp").unwrap());
+        let mut change = rtc.sdp_api();
+        change.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
+        change.add_media(MediaKind::Video, Direction::SendOnly, None, None, None);
+        for (label, id) in CHANNELS {
+            change.add_channel_with_config(ChannelConfig {
+                label: label.into(),
+                negotiated: Some(id),
+                ..Default::default()
+            });
+        }
+        let (offer, pending) = change.apply().unwrap();
+        (rtc, pending, offer.to_sdp_string())
+    }
+
+    fn frames(room: &mut Room) -> Vec<Value> {
+        std::iter::from_fn(|| room.poll_frame()).collect()
+    }
+
+    #[test]
+    fn malformed_frames_are_ignored_without_a_reply() {
+        let mut room = room();
+        let now = Instant::now();
+        for frame in [
+            json!(null),
+            json!([1]),
+            json!({ "type": "producer" }),
+            json!({ "type": "producer", "sender": "a", "description": { "type": "offer", "sdp": "v=0\r\nx" } }),
+            json!({ "type": "producer", "sender": "a", "description": { "type": "answer", "sdp": "v=0" } }),
+            json!({ "type": "producer", "sender": "a", "candidate": 3 }),
+            json!({ "type": "consumer", "sender": "a", "description": {} }),
+            json!({ "type": "consumer", "sender": "a", "remotePeerId": "b", "description": { "type": "answer", "sdp": "v=0" } }),
+            json!({ "type": "consumer", "sender": "a", "remotePeerId": "b", "candidate": { "candidate": "candidate:1 1 udp 1 127.0.0.1 9 typ host" } }),
+            json!({ "type": "clientDisconnect" }),
+            json!({ "type": "error", "status": 404 }),
+        ] {
+            room.handle_frame(now, &frame);
+        }
+        assert!(frames(&mut room).is_empty());
+        assert_eq!(room.stats(), RoomStats::default());
+        // Garbage datagrams from nowhere.
+        room.handle_datagram(now, "127.0.0.1:1".parse().unwrap(), &[0u8; 40]);
+        room.handle_datagram(now, "127.0.0.1:1".parse().unwrap(), &[]);
+        assert!(room.poll_transmit().is_none());
+    }
+
+    #[test]
+    fn an_offer_is_answered_to_its_sender_with_early_candidates_kept() {
+        let mut room = room();
+        let now = Instant::now();
+        // A trickled candidate before the offer: kept.
+        let early = json!({ "type": "producer", "sender": "alice",
+            "candidate": { "candidate": "candidate:1 1 udp 2130706431 127.0.0.1 40001 typ host", "sdpMid": "0", "sdpMLineIndex": 0 } });
+        room.handle_frame(now, &early);
+        assert_eq!(room.early.get("alice").map(Vec::len), Some(1));
+
+        let (mut client, pending, sdp) = client_offer(now);
+        room.handle_frame(
+            now,
+            &json!({ "type": "producer", "sender": "alice",
+            "description": { "type": "offer", "sdp": sdp } }),
+        );
+        let sent = frames(&mut room);
+        assert_eq!(sent.len(), 1, "{sent:?}");
+        let data = &sent[0]["data"];
+        assert_eq!(sent[0]["action"], "handshake");
+        assert_eq!(data["type"], "producer");
+        assert_eq!(data["receiver"], "alice");
+        assert_eq!(data["description"]["type"], "answer");
+        let answer =
+            SdpAnswer::from_sdp_string(data["description"]["sdp"].as_str().unwrap()).unwrap();
+        client.sdp_api().accept_answer(pending, answer).unwrap();
+        // The early candidate went to the new connection: its address routes to it.
+        assert!(room.early.is_empty());
+        let producer = room.by_key[&PeerKey::Producer("alice".into())];
+        assert_eq!(
+            room.by_addr.get(&"127.0.0.1:40001".parse().unwrap()),
+            Some(&producer)
+        );
+        assert_eq!(
+            room.stats(),
+            RoomStats {
+                producers: 1,
+                consumers: 0
+            }
+        );
+    }
+
+    /// Moves datagrams between the room and in-memory clients (each at its own address) for
+    /// `steps` of 10 ms; returns the frames the room sent.
+    fn network(
+        room: &mut Room,
+        clients: &mut [(SocketAddr, Rtc)],
+        now: &mut Instant,
+        steps: usize,
+    ) -> Vec<Value> {
+        let mut sent = Vec::new();
+        for _ in 0..steps {
+            *now += Duration::from_millis(10);
+            room.handle_timeout(*now);
+            for (addr, rtc) in clients.iter_mut() {
+                rtc.handle_input(Input::Timeout(*now)).unwrap();
+                while let Ok(output) = rtc.poll_output() {
+                    match output {
+                        Output::Transmit(t) => room.handle_datagram(*now, *addr, &t.contents),
+                        Output::Timeout(_) => break,
+                        Output::Event(_) => {}
+                    }
+                }
+            }
+            while let Some(t) = room.poll_transmit() {
+                if let Some((_, rtc)) = clients.iter_mut().find(|(a, _)| *a == t.destination) {
+                    let input = Input::Receive(
+                        *now,
+                        Receive {
+                            proto: Protocol::Udp,
+                            source: room.options.advertised,
+                            destination: t.destination,
+                            contents: t.contents.as_slice().try_into().unwrap(),
+                        },
+                    );
+                    rtc.handle_input(input).unwrap();
+                }
+            }
+            sent.extend(frames(room));
+        }
+        sent
+    }
+
+    #[test]
+    fn a_second_sender_gets_consumers_both_ways_and_a_leaver_takes_them_all() {
+        let mut room = room();
+        let mut now = Instant::now();
+        let mut clients = Vec::new();
+        for (i, client) in ["alice", "bob"].into_iter().enumerate() {
+            let addr: SocketAddr = format!("127.0.0.1:{}", 41000 + i).parse().unwrap();
+            let (mut rtc, pending, sdp) = client_offer_at(now, addr);
+            room.handle_frame(
+                now,
+                &json!({ "type": "producer", "sender": client,
+                "description": { "type": "offer", "sdp": sdp } }),
+            );
+            let answer = frames(&mut room).pop().unwrap();
+            let answer =
+                SdpAnswer::from_sdp_string(answer["data"]["description"]["sdp"].as_str().unwrap())
+                    .unwrap();
+            rtc.sdp_api().accept_answer(pending, answer).unwrap();
+            clients.push((addr, rtc));
+        }
+        let sent = network(&mut room, &mut clients, &mut now, 300);
+        let mut offers: Vec<(String, String)> = sent
+            .iter()
+            .filter(|f| f["data"]["type"] == "consumer")
+            .map(|f| {
+                assert_eq!(f["data"]["description"]["type"], "offer");
+                (
+                    f["data"]["receiver"].as_str().unwrap().to_string(),
+                    f["data"]["remotePeerId"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        offers.sort();
+        assert_eq!(
+            offers,
+            vec![
+                ("alice".into(), "bob".into()),
+                ("bob".into(), "alice".into())
+            ]
+        );
+        assert_eq!(
+            room.stats(),
+            RoomStats {
+                producers: 2,
+                consumers: 2
+            }
+        );
+
+        // Each consumer's ufrag routes a STUN request to it, and maps the request's source.
+        let consumer = room.by_key[&PeerKey::Consumer {
+            receiver: "bob".into(),
+            remote: "alice".into(),
+        }];
+        let ufrag = room
+            .by_ufrag
+            .iter()
+            .find(|(_, id)| **id == consumer)
+            .map(|(u, _)| u.clone())
+            .unwrap();
+        let mut request = stun::binding_request([1; 12]);
+        let username = format!("{ufrag}:remote");
+        let mut attr = 0x0006u16.to_be_bytes().to_vec();
+        attr.extend_from_slice(&(username.len() as u16).to_be_bytes());
+        attr.extend_from_slice(username.as_bytes());
+        while !attr.len().is_multiple_of(4) {
+            attr.push(0);
+        }
+        request[2..4].copy_from_slice(&(attr.len() as u16).to_be_bytes());
+        request.extend_from_slice(&attr);
+        let source: SocketAddr = "127.0.0.1:40123".parse().unwrap();
+        room.handle_datagram(now, source, &request);
+        assert_eq!(room.by_addr.get(&source), Some(&consumer));
+
+        room.handle_frame(
+            now,
+            &json!({ "type": "clientDisconnect", "clientId": "alice" }),
+        );
+        assert_eq!(
+            room.stats(),
+            RoomStats {
+                producers: 1,
+                consumers: 0
+            }
+        );
+        assert!(!room.by_addr.contains_key(&source));
+        // A newcomer is offered bob only.
+        let (_rtc, _pending, sdp) = client_offer(now);
+        let _ = frames(&mut room);
+        room.handle_frame(
+            now,
+            &json!({ "type": "producer", "sender": "carol",
+            "description": { "type": "offer", "sdp": sdp } }),
+        );
+        let offered: Vec<Value> = frames(&mut room)
+            .into_iter()
+            .filter(|f| f["data"]["type"] == "consumer" && f["data"]["receiver"] == "carol")
+            .map(|f| f["data"]["remotePeerId"].clone())
+            .collect();
+        assert_eq!(offered, vec![json!("bob")]);
+    }
+}
