@@ -41,53 +41,33 @@ impl ColdStart {
     }
 }
 
-/// The environment Lambda gives a function, plus the configuration the functions need.
-fn lambda_env(port: u16) -> Vec<(String, String)> {
-    let mut vars: Vec<(String, String)> = [
-        ("PATH", "/usr/local/bin:/usr/bin:/bin"),
-        ("LANG", "en_US.UTF-8"),
-        ("TZ", ":UTC"),
-        ("LAMBDA_TASK_ROOT", "/var/task"),
-        ("LAMBDA_RUNTIME_DIR", "/var/runtime"),
-        ("AWS_REGION", "us-east-1"),
-        ("AWS_DEFAULT_REGION", "us-east-1"),
-        ("AWS_LAMBDA_FUNCTION_NAME", "bench"),
-        ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128"),
-        ("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST"),
-        ("AWS_LAMBDA_LOG_GROUP_NAME", "/aws/lambda/bench"),
-        ("AWS_LAMBDA_LOG_STREAM_NAME", "2025/01/01/[$LATEST]0"),
-        ("AWS_LAMBDA_INITIALIZATION_TYPE", "on-demand"),
-        ("AWS_ACCESS_KEY_ID", "AKIDBENCH"),
-        ("AWS_SECRET_ACCESS_KEY", "bench-secret"),
-        ("AWS_SESSION_TOKEN", "bench-token"),
-        ("_HANDLER", "bootstrap"),
-        ("SWITCHBOARD_WS_URL", "wss://example.invalid/prod"),
-        ("SWITCHBOARD_TURN_SECRET", "bench"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
-    for (logical, variable) in switchboard::config::Tables::VARIABLES {
-        vars.push((variable.to_string(), format!("bench-{logical}")));
+/// The environment Lambda gives a function, plus exactly what template.yaml gives that
+/// function (every parameter given a plausible value); the hello world gets Lambda's only.
+fn lambda_env(name: &str, port: u16) -> Vec<(String, String)> {
+    let mut vars =
+        switchboard_local::template::lambda_variables(name, &format!("127.0.0.1:{port}"));
+    if let Ok(template) = switchboard_local::Template::load(
+        &switchboard_local::workspace_root().join("template.yaml"),
+    ) && let Ok(environment) = template.function_environment(
+        name,
+        &switchboard_local::template::deployed_values(&template),
+    ) {
+        vars.extend(environment);
     }
-    vars.push((
-        "AWS_LAMBDA_RUNTIME_API".to_string(),
-        format!("127.0.0.1:{port}"),
-    ));
     vars
 }
 
 /// Starts `command` (the binary, or strace wrapping it) against a fresh stub; returns the time
 /// from spawn to the first `/next` request. The stub then closes the connection, and the
 /// runtime, with no invocation to run, exits.
-async fn start_once(program: &Path, args: &[String]) -> Result<Duration, Error> {
+async fn start_once(program: &Path, args: &[String], name: &str) -> Result<Duration, Error> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let port = listener.local_addr()?.port();
     let mut command = tokio::process::Command::new(program);
     command
         .args(args)
         .env_clear()
-        .envs(lambda_env(port))
+        .envs(lambda_env(name, port))
         .current_dir("/")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -143,7 +123,11 @@ async fn trace(binary: &Path, scratch: &Path) -> Result<(usize, usize), Error> {
         log.display().to_string(),
         binary.display().to_string(),
     ];
-    start_once(Path::new("strace"), &args).await?;
+    let name = binary
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default();
+    start_once(Path::new("strace"), &args, name).await?;
     let text = std::fs::read_to_string(&log)?;
     // The runtime's only connection is to the stub on 127.0.0.1 (one per poll).
     let mut stub_port = None;
@@ -186,7 +170,7 @@ pub async fn measure(dir: &Path, runs: usize, scratch: &Path) -> Result<ColdStar
     // Interleaved, so that a busy moment on the machine falls on all binaries alike.
     for run in 0..runs + 1 {
         for name in &names {
-            let elapsed = start_once(&dir.join(name), &[]).await?;
+            let elapsed = start_once(&dir.join(name), &[], name).await?;
             if run > 0 {
                 times.entry(name.clone()).or_default().push(millis(elapsed));
             }

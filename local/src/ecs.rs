@@ -1,6 +1,7 @@
 //! The ECS endpoint (AWS JSON 1.1, as the AWS SDK sends it): RunTask, StopTask, DescribeTasks,
 //! ListTasks. Each task is recorded with its container overrides and, given `--task-command`,
-//! runs that command through `sh -c` in a process group of its own, as a Fargate container:
+//! runs that command through `sh -c` in a process group of its own, as a Fargate container
+//! (tasks of the SFU task definition run `--sfu-command` instead, when it is given):
 //!
 //! - the container environment override is its environment, with `TASK_IP` set to the task's
 //!   own loopback address (127.0.0.2 upward, reused once a task is STOPPED);

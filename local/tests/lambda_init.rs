@@ -4,120 +4,18 @@
 //! template leaves without a setting it needs stops at init instead (exit 78, one line): this
 //! test names it and that line.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use switchboard_local::template::Values;
+use switchboard_local::template::{deployed_values, lambda_variables};
 use switchboard_local::{Template, needs_of, workspace_root};
 
 fn template() -> Template {
     Template::load(&workspace_root().join("template.yaml")).expect("template.yaml parses")
-}
-
-/// What a deployment would resolve the template's references to: every parameter given
-/// (secrets, the VPC, a sessions application in a second region), resources named as
-/// CloudFormation names them.
-fn deployed_values(template: &Template) -> Values {
-    let mut values = Values::default();
-    let given: HashMap<&str, String> = [
-        ("HostKeys", "host-key-1,host-key-2".to_string()),
-        ("OperatorKeys", "operator-key".to_string()),
-        ("TurnSecret", "turn-secret".to_string()),
-        (
-            "TurnUrls",
-            "turn:turn.example.com:3478?transport=udp".to_string(),
-        ),
-        ("StunUrls", "stun:turn.example.com:3478".to_string()),
-        ("Subnets", "subnet-0a1b2c3d,subnet-4e5f6a7b".to_string()),
-        ("SecurityGroups", "sg-0a1b2c3d".to_string()),
-        (
-            "SfuImage",
-            "123456789012.dkr.ecr.us-east-1.amazonaws.com/sfu:latest".to_string(),
-        ),
-        ("WarmRooms", "2".to_string()),
-        (
-            "Locations",
-            serde_json::json!({ "eu": {
-                "region": "eu-central-1", "cluster": "switchboard-eu",
-                "subnets": ["subnet-9a8b7c6d"], "securityGroups": ["sg-9a8b7c6d"],
-                "ips": ["198.51.100.7"],
-            }})
-            .to_string(),
-        ),
-        (
-            "Applications",
-            serde_json::json!({ "arena": {
-                "taskDefinition": "switchboard-arena", "container": "game",
-                "ports": [{ "type": "udp", "container": 7777 }],
-                "versions": { "v2": "switchboard-arena:2" },
-                "warm": { "eu": 1 },
-            }})
-            .to_string(),
-        ),
-    ]
-    .into_iter()
-    .collect();
-    for parameter in template.parameters() {
-        let value = given
-            .get(parameter.as_str())
-            .cloned()
-            .or_else(|| template.parameter_default(&parameter))
-            .unwrap_or_else(|| panic!("parameter {parameter} needs a value in this test"));
-        values.parameters.insert(parameter, value);
-    }
-    for id in template.table_ids() {
-        values
-            .resources
-            .insert(id.clone(), format!("switchboard-{id}-1A2B3C4D5E6F"));
-    }
-    for (id, value) in [
-        ("SfuCluster", "switchboard-SfuCluster-7G8H9I0J"),
-        (
-            "SfuTaskDefinition",
-            "arn:aws:ecs:us-east-1:123456789012:task-definition/switchboard-sfu:1",
-        ),
-        ("WebSocketApi", "a1b2c3d4e5"),
-    ] {
-        values.resources.insert(id.into(), value.into());
-    }
-    for (name, value) in [
-        ("AWS::Region", "us-east-1"),
-        ("AWS::AccountId", "123456789012"),
-        ("AWS::Partition", "aws"),
-        ("AWS::StackName", "switchboard"),
-    ] {
-        values.pseudo.insert(name.into(), value.into());
-    }
-    values
-}
-
-/// What Lambda itself puts in a `provided.al2023` function's environment.
-fn lambda_variables(function: &str, runtime_api: &str) -> Vec<(String, String)> {
-    [
-        ("PATH", "/usr/local/bin:/usr/bin:/bin"),
-        ("LANG", "en_US.UTF-8"),
-        ("TZ", ":UTC"),
-        ("LAMBDA_TASK_ROOT", "/var/task"),
-        ("LAMBDA_RUNTIME_DIR", "/var/runtime"),
-        ("AWS_REGION", "us-east-1"),
-        ("AWS_DEFAULT_REGION", "us-east-1"),
-        ("AWS_LAMBDA_FUNCTION_NAME", function),
-        ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128"),
-        ("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST"),
-        ("AWS_LAMBDA_INITIALIZATION_TYPE", "on-demand"),
-        ("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE"),
-        ("AWS_SECRET_ACCESS_KEY", "example-secret"),
-        ("AWS_SESSION_TOKEN", "example-token"),
-        ("_HANDLER", "bootstrap"),
-        ("AWS_LAMBDA_RUNTIME_API", runtime_api),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect()
 }
 
 /// The function binaries, built as `cargo build` builds them (debug), in this test's target

@@ -96,7 +96,9 @@ fn what_would_fail_at_request_time_stops_the_start_naming_it() {
         )
     };
     let with_subnets = location(r#", "subnets": ["subnet-1"], "securityGroups": ["sg-1"]"#);
-    let cases: Vec<(Vec<(&str, String)>, Vec<&str>)> = vec![
+    // (the settings, what the refusal names)
+    type Case<'a> = (Vec<(&'a str, String)>, Vec<&'a str>);
+    let cases: Vec<Case> = vec![
         // RunTask without a network configuration: every POST /session a 500.
         (
             vec![(
