@@ -258,12 +258,14 @@ export class PeerLink {
    * @param {string} o.type   handshake type we send: "producer" or "consumer"
    * @param {string|undefined} o.receiver  peer id, or undefined for the room's serving peer
    * @param {RTCConfiguration} o.config
+   * @param {object} [o.fields]  sent in every handshake of this link (a consumer's `remotePeerId`)
    */
-  constructor({ signaling, label, type, receiver, config }) {
+  constructor({ signaling, label, type, receiver, config, fields = {} }) {
     this.signaling = signaling;
     this.label = label;
     this.type = type;
     this.receiver = receiver;
+    this.fields = fields;
     this.pending = [];
     this.pc = new RTCPeerConnection(config);
     this.pc.onicecandidate = (e) => {
@@ -288,7 +290,7 @@ export class PeerLink {
   }
 
   #handshake(extra) {
-    const data = { type: this.type, ...extra };
+    const data = { type: this.type, ...this.fields, ...extra };
     if (this.receiver) data.receiver = this.receiver;
     this.signaling.send('handshake', data);
   }
@@ -405,6 +407,35 @@ export async function localVideo(source) {
   }
   const stream = canvasStream();
   step('canvas video', true, 'animated canvas, 640×360');
+  return stream;
+}
+
+/**
+ * Camera and microphone (fake devices in the test); without a camera an animated canvas, without
+ * a microphone a quiet tone, so every participant sends one video and one audio track.
+ */
+export async function localMedia(source) {
+  let stream = null;
+  if (source !== 'canvas') {
+    try {
+      stream = await navigator.mediaDevices.getUserMedia({ video: { width: 640, height: 360 }, audio: true });
+      step('camera and microphone', true, stream.getTracks().map((t) => `${t.kind}: ${t.label}`).join(', '));
+    } catch (e) {
+      step('camera and microphone', false, `${e.name}: ${e.message}; using a canvas and a tone instead`);
+    }
+  }
+  if (!stream) {
+    stream = canvasStream();
+    const audio = new AudioContext();
+    const tone = audio.createOscillator();
+    const gain = audio.createGain();
+    gain.gain.value = 0.05;
+    const out = audio.createMediaStreamDestination();
+    tone.connect(gain).connect(out);
+    tone.start();
+    stream.addTrack(out.stream.getAudioTracks()[0]);
+    step('canvas video and tone', true, 'animated canvas 640×360, 440 Hz tone');
+  }
   return stream;
 }
 

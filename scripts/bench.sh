@@ -3,9 +3,11 @@
 #   scripts/bench.sh [--quick] --out FILE [--report FILE] [--plots DIR]
 # Writes FILE (one flat JSON object of metrics), regenerates BENCHMARKS.md and its plots under
 # docs/bench/ (or --report / --plots), and exits non-zero when a count-based goal is missed.
-# --quick (CI): pools of 10 and 1,000, smaller contention, no cold start (no release build);
-# under 3 minutes. Full: pools up to 100,000, and the function binaries built once with the
-# release profile for the cold-start figures.
+# --quick (CI): pools of 10 and 1,000, smaller contention, no cold start (no release build), the
+# SFU (a dev build) in one room of 3; under 3 minutes. Full: pools up to 100,000, the function
+# binaries built once with the release profile for the cold-start figures, the SFU as its image
+# builds it (profile `sfu`) in rooms of 4 and 16, and the browser test's late joiners
+# (tests/e2e/sfu.test.mjs) for the time to a first frame.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/switchboard/target}"
@@ -38,6 +40,15 @@ cargo build --quiet -p switchboard-bench
 cargo build --quiet -p switchboard-local --bin switchboard-example-server
 cp "$CARGO_TARGET_DIR/debug/switchboard-bench" "$CARGO_TARGET_DIR/debug/switchboard-example-server" "$private/"
 args+=(--example-server "$private/switchboard-example-server")
+if [ "$quick" = 1 ]; then
+  cargo build --quiet -p switchboard-sfu --bin switchboard-sfu
+  cp "$CARGO_TARGET_DIR/debug/switchboard-sfu" "$private/"
+else
+  echo "SFU build (profile sfu, as its image)" >&2
+  cargo build --quiet --profile sfu -p switchboard-sfu --bin switchboard-sfu
+  cp "$CARGO_TARGET_DIR/sfu/switchboard-sfu" "$private/"
+fi
+args+=(--sfu "$private/switchboard-sfu")
 
 if [ "$quick" = 0 ]; then
   functions=()
@@ -50,6 +61,22 @@ if [ "$quick" = 0 ]; then
   mkdir -p "$private/bootstraps"
   for f in "${functions[@]}" bench-hello; do cp "$CARGO_TARGET_DIR/release/$f" "$private/bootstraps/"; done
   args+=(--bootstraps "$private/bootstraps" --build-seconds "$(( $(date +%s) - started ))")
+fi
+
+if [ "$quick" = 0 ]; then
+  # A late joiner's first decoded frame, in Chromium, against the same SFU build.
+  echo "browser test (late joiners' first frame)" >&2
+  scripts/ensure-deps.sh >/dev/null
+  (cd tests/e2e && npm ci --no-audit --no-fund --silent)
+  cargo build --quiet -p switchboard-local
+  if SWITCHBOARD_SFU_BIN="$private/switchboard-sfu" SWITCHBOARD_E2E_METRICS="$private/join.json" \
+      node --test tests/e2e/sfu.test.mjs >"$private/e2e.log" 2>&1; then
+    args+=(--join-metrics "$private/join.json")
+  else
+    echo "the browser test failed (no join figure); its output:" >&2
+    tail -40 "$private/e2e.log" >&2
+    [ -f "$private/join.json" ] && args+=(--join-metrics "$private/join.json")
+  fi
 fi
 
 "$private/switchboard-bench" "${args[@]}"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Browser end-to-end test: Debian's Chromium (playwright-core) against switchboard-local,
-# DynamoDB Local and coturn, all on 127.0.0.1. Installs what is missing, then runs
-# `node --test tests/e2e/`. Safe to run again; exits non-zero when anything fails.
+# DynamoDB Local and coturn, all on 127.0.0.1, with switchboard-sfu as the rooms' task process.
+# Installs what is missing, then runs `node --test tests/e2e/`. Safe to run again; exits non-zero when anything fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,6 +13,6 @@ else
   (cd tests/e2e && npm install --no-audit --no-fund --silent)
 fi
 
-cargo build --quiet -p switchboard-local
+cargo build --quiet -p switchboard-local -p switchboard-sfu
 
 node --test tests/e2e/

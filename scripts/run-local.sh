@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Starts Switchboard on 127.0.0.1: DynamoDB Local, the tables from template.yaml, the HTTP and
-# WebSocket APIs, @connections, ECS, the demo pages, and a coturn for TURN relay.
-# Installs what it needs first. Extra arguments go to switchboard-local (see README).
+# WebSocket APIs, @connections, ECS, the demo pages, and a coturn for TURN relay. createRoom's
+# tasks run switchboard-sfu, so a room holds a call out of the box.
+# Installs what it needs first. Extra arguments go to switchboard-local (see README); a
+# --sfu-command among them replaces switchboard-sfu as the rooms' task.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/ensure-deps.sh run
@@ -21,8 +23,15 @@ turn_pid=$!
 trap 'kill $turn_pid 2>/dev/null || true' EXIT
 echo "coturn on 127.0.0.1:${turn_port} (log: .cache/turnserver.log)"
 
-cargo build --release --bin switchboard-local
-"${CARGO_TARGET_DIR:-target}/release/switchboard-local" "$@" &
+cargo build --release --bin switchboard-local --bin switchboard-sfu
+bin="$(cd "${CARGO_TARGET_DIR:-target}/release" && pwd)"
+# Rooms run switchboard-sfu (each task has its own loopback address, TASK_IP, so every room's SFU
+# binds the same UDP port), unless the arguments choose another --sfu-command.
+sfu=(--sfu-command "exec '$bin/switchboard-sfu'")
+for arg in "$@"; do
+  case "$arg" in --sfu-command|--sfu-command=*) sfu=() ;; esac
+done
+"$bin/switchboard-local" "${sfu[@]}" "$@" &
 stack_pid=$!
 trap 'kill -TERM $stack_pid 2>/dev/null || true; wait $stack_pid 2>/dev/null; kill $turn_pid 2>/dev/null || true' EXIT INT TERM
 wait $stack_pid

@@ -13,6 +13,7 @@ mod plots;
 mod proxy;
 mod report;
 mod sessions;
+mod sfu;
 mod signaling;
 
 use std::path::PathBuf;
@@ -30,13 +31,16 @@ struct Args {
     plots: PathBuf,
     bootstraps: Option<PathBuf>,
     example_server: Option<PathBuf>,
+    sfu: Option<PathBuf>,
+    sfu_only: bool,
+    join_metrics: Option<PathBuf>,
     render: Option<PathBuf>,
     cold_start_only: Option<PathBuf>,
     build_seconds: Option<f64>,
 }
 
 const USAGE: &str = "usage: switchboard-bench [--quick] --out FILE [--report FILE] [--plots DIR] \
-[--bootstraps DIR] [--build-seconds S] [--example-server PATH] | --cold-start-only DIR | --render FILE [--report FILE] [--plots DIR]";
+[--bootstraps DIR] [--build-seconds S] [--example-server PATH] [--sfu PATH] [--join-metrics FILE] | --sfu PATH --sfu-only [--quick] | --cold-start-only DIR | --render FILE [--report FILE] [--plots DIR]";
 
 fn parse_args() -> Result<Args, String> {
     let root = switchboard_local::workspace_root();
@@ -47,6 +51,9 @@ fn parse_args() -> Result<Args, String> {
         plots: root.join("docs/bench"),
         bootstraps: None,
         example_server: None,
+        sfu: None,
+        sfu_only: false,
+        join_metrics: None,
         render: None,
         cold_start_only: None,
         build_seconds: None,
@@ -64,6 +71,9 @@ fn parse_args() -> Result<Args, String> {
             "--plots" => args.plots = value()?.into(),
             "--bootstraps" => args.bootstraps = Some(value()?.into()),
             "--example-server" => args.example_server = Some(value()?.into()),
+            "--sfu" => args.sfu = Some(value()?.into()),
+            "--sfu-only" => args.sfu_only = true,
+            "--join-metrics" => args.join_metrics = Some(value()?.into()),
             "--cold-start-only" => args.cold_start_only = Some(value()?.into()),
             "--render" => args.render = Some(value()?.into()),
             "--build-seconds" => {
@@ -73,7 +83,11 @@ fn parse_args() -> Result<Args, String> {
             _ => return Err(USAGE.to_string()),
         }
     }
-    if args.out.is_none() && args.render.is_none() && args.cold_start_only.is_none() {
+    if args.out.is_none()
+        && args.render.is_none()
+        && args.cold_start_only.is_none()
+        && !args.sfu_only
+    {
         return Err(USAGE.to_string());
     }
     Ok(args)
@@ -401,6 +415,43 @@ async fn run(args: &Args) -> Result<Map<String, Value>, Error> {
         }
     }
 
+    // The SFU under load.
+    match &args.sfu {
+        Some(sfu) => {
+            let phase = Instant::now();
+            sfu_figures(&env, sfu, args.quick, &mut m).await?;
+            put(&mut m, "seconds_sfu", round(phase.elapsed().as_secs_f64()));
+        }
+        None => put(&mut m, "sfu_silent_pairs", Value::Null),
+    }
+    // A late joiner's first decoded frame, as the browser test measured it.
+    let join: Vec<f64> = args
+        .join_metrics
+        .as_ref()
+        .and_then(|p| std::fs::read_to_string(p).ok())
+        .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+        .and_then(|v| {
+            v["sfu_join_first_frame_ms"]
+                .as_array()
+                .map(|a| a.iter().filter_map(Value::as_f64).collect())
+        })
+        .unwrap_or_default();
+    if join.is_empty() {
+        put(&mut m, "sfu_join_first_frame_ms", Value::Null);
+    } else {
+        put(
+            &mut m,
+            "sfu_join_first_frame_ms",
+            round(common::median(&join)),
+        );
+        put(
+            &mut m,
+            "sfu_join_first_frame_max_ms",
+            round(join.iter().copied().fold(0.0, f64::max)),
+        );
+        put(&mut m, "sfu_join_first_frame_samples", join.len());
+    }
+
     put(
         &mut m,
         "seconds_total",
@@ -410,6 +461,128 @@ async fn run(args: &Args) -> Result<Map<String, Value>, Error> {
         put(&mut m, &k, v);
     }
     Ok(m)
+}
+
+/// The SFU's figures: quick, one room of 3 (counts only matter); full, rooms of 4 against
+/// rooms of 16 at about 1 Mbit/s of VP8 and 50 Opus packets/s per publisher.
+async fn sfu_figures(
+    env: &Env,
+    sfu: &std::path::Path,
+    quick: bool,
+    m: &mut Map<String, Value>,
+) -> Result<(), Error> {
+    const FRAME_BYTES: usize = 5_000; // 25 frames/s: 1 Mbit/s
+    let (small, large) = if quick {
+        eprintln!("SFU: one room of 3");
+        let small = sfu::load(
+            env,
+            sfu,
+            3,
+            1,
+            std::time::Duration::from_secs(5),
+            FRAME_BYTES,
+        )
+        .await?;
+        (small, None)
+    } else {
+        let (size_a, rooms_a) = (4, 4);
+        let (size_b, rooms_b) = (16, 1);
+        eprintln!("SFU: {rooms_a} rooms of {size_a}");
+        let a = sfu::load(
+            env,
+            sfu,
+            size_a,
+            rooms_a,
+            std::time::Duration::from_secs(15),
+            FRAME_BYTES,
+        )
+        .await?;
+        eprintln!(
+            "  {a:?}",
+            a = (a.forwarded_packets, a.sfu_cpu_seconds, a.sfu_rss_mb)
+        );
+        eprintln!("SFU: {rooms_b} room(s) of {size_b}");
+        let b = sfu::load(
+            env,
+            sfu,
+            size_b,
+            rooms_b,
+            std::time::Duration::from_secs(15),
+            FRAME_BYTES,
+        )
+        .await?;
+        eprintln!(
+            "  {b:?}",
+            b = (b.forwarded_packets, b.sfu_cpu_seconds, b.sfu_rss_mb)
+        );
+        (a, Some(b))
+    };
+    let rated = large.as_ref().unwrap_or(&small);
+    let all = [Some(&small), large.as_ref()];
+    put(
+        m,
+        "sfu_silent_pairs",
+        all.iter().flatten().map(|l| l.silent_pairs).sum::<usize>(),
+    );
+    put(
+        m,
+        "sfu_self_received",
+        all.iter().flatten().map(|l| l.self_received).sum::<usize>(),
+    );
+    put(
+        m,
+        "sfu_forwarded_packets_per_cpu_second",
+        round(rated.packets_per_cpu_second()),
+    );
+    put(
+        m,
+        "sfu_cpu_per_packet_ratio_16_vs_4",
+        match &large {
+            Some(b) => ratio(b.cpu_us_per_packet(), small.cpu_us_per_packet()),
+            None => Value::Null,
+        },
+    );
+    put(
+        m,
+        "sfu_rss_mb_per_forwarded_stream",
+        round(rated.sfu_rss_mb / rated.streams as f64),
+    );
+    put(m, "sfu_added_latency_p50_ms", round(rated.p(0.5)));
+    put(m, "sfu_added_latency_p99_ms", round(rated.p(0.99)));
+    for l in all.iter().flatten() {
+        let k = |name: &str| format!("sfu_{name}_{}x{}", l.rooms, l.size);
+        put(m, &k("forwarded_packets"), l.forwarded_packets);
+        put(
+            m,
+            &k("packets_per_second"),
+            round(l.forwarded_packets as f64 / l.seconds),
+        );
+        put(m, &k("cpu_seconds"), round(l.sfu_cpu_seconds));
+        put(m, &k("cpu_share"), round(l.sfu_cpu_seconds / l.seconds));
+        put(m, &k("window_seconds"), round(l.seconds));
+        put(m, &k("cpu_us_per_packet"), round(l.cpu_us_per_packet()));
+        put(m, &k("rss_mb"), round(l.sfu_rss_mb));
+        put(m, &k("idle_rss_mb"), round(l.idle_rss_mb));
+        put(m, &k("streams"), l.streams);
+        put(
+            m,
+            &k("video_fps_per_stream"),
+            round(l.video_frames as f64 / l.seconds / (l.streams / 2) as f64),
+        );
+        put(m, &k("latency_p50_ms"), round(l.p(0.5)));
+        put(m, &k("latency_p99_ms"), round(l.p(0.99)));
+        put(m, &k("latency_samples"), l.latency_ms.len());
+    }
+    put(
+        m,
+        "sfu_loads",
+        all.iter()
+            .flatten()
+            .map(|l| format!("{}x{}", l.rooms, l.size))
+            .collect::<Vec<_>>()
+            .join(","),
+    );
+    Ok(())
 }
 
 #[tokio::main(flavor = "multi_thread")]
@@ -447,6 +620,27 @@ async fn main() -> ExitCode {
             }
             Err(e) => {
                 eprintln!("cold start failed: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    if let (true, Some(sfu)) = (args.sfu_only, &args.sfu) {
+        // Only the SFU's figures, printed: for checking an SFU change without the whole run.
+        let mut m = Map::new();
+        let measured = match Env::start().await {
+            Ok(env) => sfu_figures(&env, sfu, args.quick, &mut m).await,
+            Err(e) => Err(e),
+        };
+        return match measured {
+            Ok(()) => {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&Value::Object(m)).unwrap_or_default()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("SFU benchmark failed: {e}");
                 ExitCode::FAILURE
             }
         };

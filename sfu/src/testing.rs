@@ -36,6 +36,9 @@ pub struct Publish {
     pub h264_only: bool,
     /// Answer the SFU's consumer offers (false: a client that never answers).
     pub answer_consumers: bool,
+    /// Bytes of each synthetic video frame (25 frames a second): 600 is about 120 kbit/s,
+    /// 5,000 about 1 Mbit/s (the benchmark's load).
+    pub video_frame_bytes: usize,
 }
 
 impl Default for Publish {
@@ -45,6 +48,7 @@ impl Default for Publish {
             video: true,
             h264_only: false,
             answer_consumers: true,
+            video_frame_bytes: 600,
         }
     }
 }
@@ -60,6 +64,13 @@ pub struct Received {
     pub video_codecs: Vec<String>,
     pub first_video_at: Option<Instant>,
     pub first_keyframe_at: Option<Instant>,
+    /// RTP packets that arrived on the consumer connection (audio and video, counted on the
+    /// socket: what the SFU forwarded).
+    pub rtp_packets: u64,
+    /// One-way time of each audio packet, sender's write to this receiver's event, in
+    /// microseconds (audio payloads carry their send time; sender and receiver share a clock
+    /// only within one process).
+    pub audio_latency_us: Vec<u32>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -229,14 +240,27 @@ fn handshake(data: Value) -> Value {
     json!({ "action": "handshake", "data": data })
 }
 
-/// A synthetic VP8 frame: a keyframe (with the start code and a 320x240 size) or a delta.
-fn vp8_frame(key: bool, n: u64) -> Vec<u8> {
+/// The clock audio payloads carry (microseconds since the first use in this process).
+fn stamp_now() -> u64 {
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    let epoch = *EPOCH.get_or_init(Instant::now);
+    Instant::now().duration_since(epoch).as_micros() as u64
+}
+
+/// An RTP packet (not RTCP, STUN or DTLS) by its first two bytes (RFC 5761, RFC 7983).
+fn is_rtp(data: &[u8]) -> bool {
+    data.len() >= 12 && data[0] >> 6 == 2 && !(192..=223).contains(&data[1])
+}
+
+/// A synthetic VP8 frame of `bytes` bytes of payload: a keyframe (with the start code and a
+/// 320x240 size) or a delta.
+fn vp8_frame(key: bool, n: u64, bytes: usize) -> Vec<u8> {
     let mut frame = if key {
         vec![0x10, 0x02, 0x00, 0x9d, 0x01, 0x2a, 0x40, 0x01, 0xf0, 0x00]
     } else {
         vec![0x11, 0x02, 0x00]
     };
-    frame.extend(std::iter::repeat_n((n % 251) as u8, 600));
+    frame.extend(std::iter::repeat_n((n % 251) as u8, bytes));
     frame
 }
 
@@ -469,6 +493,16 @@ impl Client {
         let Some(conn) = self.conns.get_mut(pc) else {
             return;
         };
+        if let Pc::Consumer(remote) = pc
+            && is_rtp(data)
+            && let Ok(mut stats) = self.stats.lock()
+        {
+            stats
+                .received
+                .entry(remote.clone())
+                .or_default()
+                .rtp_packets += 1;
+        }
         let Ok(contents) = data.try_into() else {
             return;
         };
@@ -508,10 +542,9 @@ impl Client {
         {
             let rtp = MediaTime::from_seconds(elapsed.as_secs_f64())
                 .rebase(str0m::media::Frequency::FORTY_EIGHT_KHZ);
-            if writer
-                .write(pt, now, rtp, vec![0xfc, 0xff, 0xfe, (tick % 256) as u8])
-                .is_ok()
-            {
+            let mut payload = vec![0xfc, 0xff, 0xfe, (tick % 256) as u8];
+            payload.extend_from_slice(&stamp_now().to_be_bytes());
+            if writer.write(pt, now, rtp, payload).is_ok() {
                 audio += 1;
             }
         }
@@ -540,7 +573,7 @@ impl Client {
             let frame = if codec == Codec::H264 {
                 h264_frame(key, n)
             } else {
-                vp8_frame(key, n)
+                vp8_frame(key, n, self.publish.video_frame_bytes)
             };
             let rtp = MediaTime::from_seconds(elapsed.as_secs_f64())
                 .rebase(str0m::media::Frequency::NINETY_KHZ);
@@ -615,7 +648,16 @@ impl Client {
                     let r = s.received.entry(remote.clone()).or_default();
                     r.bytes += data.data.len() as u64;
                     match kind {
-                        Some(MediaKind::Audio) => r.audio_frames += 1,
+                        Some(MediaKind::Audio) => {
+                            r.audio_frames += 1;
+                            if let Some(sent) = data.data.get(4..12) {
+                                let mut stamp = [0u8; 8];
+                                stamp.copy_from_slice(sent);
+                                let took = stamp_now().saturating_sub(u64::from_be_bytes(stamp));
+                                r.audio_latency_us
+                                    .push(took.min(u64::from(u32::MAX)) as u32);
+                            }
+                        }
                         Some(MediaKind::Video) => {
                             r.video_frames += 1;
                             r.first_video_at.get_or_insert(now);

@@ -1,8 +1,9 @@
 // Starts the real programs the end-to-end test needs (coturn, switchboard-local with its
 // DynamoDB Local, Chromium) on 127.0.0.1, and stops them again, also when a test fails.
 
+import aws4 from 'aws4';
 import { spawn } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
+import { createHmac, randomBytes } from 'node:crypto';
 import dgram from 'node:dgram';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import net from 'node:net';
@@ -255,7 +256,19 @@ async function startCoturnOnce(secret) {
 
 // ------------------------------------------------------------------ switchboard-local
 
-export async function startStack({ turnPort, turnSecret, hostKey, operatorKey }) {
+/** The SFU the stack runs for rooms (SWITCHBOARD_SFU_BIN: another build of it). */
+export function sfuBinary() {
+  const targetDir = process.env.CARGO_TARGET_DIR || path.join(ROOT, 'target');
+  const binary = process.env.SWITCHBOARD_SFU_BIN || path.join(targetDir, 'debug/switchboard-sfu');
+  if (!existsSync(binary)) throw new Error(`${binary} is missing: run cargo build -p switchboard-sfu`);
+  return binary;
+}
+
+/**
+ * switchboard-local on free ports. `args` are more flags (e.g. `--task-command` running the SFU),
+ * `env` more (or other) variables.
+ */
+export async function startStack({ turnPort, turnSecret, hostKey, operatorKey, args = [], env: extraEnv = {} }) {
   // SWITCHBOARD_LOCAL_BIN: another build (a release build, or a deliberately broken one).
   const targetDir = process.env.CARGO_TARGET_DIR || path.join(ROOT, 'target');
   const binary = process.env.SWITCHBOARD_LOCAL_BIN || path.join(targetDir, 'debug/switchboard-local');
@@ -268,11 +281,17 @@ export async function startStack({ turnPort, turnSecret, hostKey, operatorKey })
     SWITCHBOARD_STUN_URLS: `stun:127.0.0.1:${turnPort}`,
     SWITCHBOARD_HOST_KEYS: hostKey,
     SWITCHBOARD_OPERATOR_KEYS: operatorKey,
-    // A closed SFU page is a lost socket: the room waits this long for it, then the sweeper
-    // (every second here) ends the room.
+    // A lost serving socket: the room waits this long for it, then the sweeper (every second
+    // here) ends the room.
     SWITCHBOARD_RECONNECT_GRACE_SECONDS: '2',
+    ...extraEnv,
   };
-  const child = new Child('switchboard-local', binary, ['--http-port', `${http}`, '--ws-port', `${ws}`, '--ecs-port', `${ecs}`, '--sweep-interval-seconds', '1'], env);
+  const child = new Child(
+    'switchboard-local',
+    binary,
+    ['--http-port', `${http}`, '--ws-port', `${ws}`, '--ecs-port', `${ecs}`, '--sweep-interval-seconds', '1', ...args],
+    env,
+  );
   // DynamoDB Local (Java) may be fetched and started first: allow it time.
   const ready = await child.waitForLine(/^ready http=/, 180000);
   const urls = Object.fromEntries(ready.slice('ready '.length).split(' ').map((kv) => kv.split(/=(.*)/s).slice(0, 2)));
@@ -346,4 +365,70 @@ export async function describePage(page) {
     ...summary.last.map((l) => `[${page.role}]   ${l}`),
     ...page.logs.slice(-5).map((l) => `[${page.role}] console ${l}`),
   ].join('\n');
+}
+
+// ------------------------------------------------------------------ the stack's APIs
+
+/** One HTTP call to the stack's HTTP API; the body is parsed as JSON (or kept as `raw`). */
+export async function httpCall(base, method, route, { body, key } = {}) {
+  const headers = {};
+  if (body !== undefined) headers['content-type'] = 'application/json';
+  if (key) headers.authorization = `Bearer ${key}`;
+  const response = await fetch(base + route, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  const text = await response.text();
+  let json;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    json = { raw: text };
+  }
+  return { status: response.status, body: json };
+}
+
+/** A demo page's URL with its settings in the hash (`true` → a bare flag such as `autostart`). */
+export const pageUrl = (base, file, hash) =>
+  `${base}/demo/${file}#${Object.entries(hash)
+    .map(([k, v]) => (v === true ? k : `${k}=${encodeURIComponent(v)}`))
+    .join('&')}`;
+
+/** The task as the local ECS endpoint describes it (DescribeTasks), asked as an operator would:
+ * a SigV4-signed call with the stack's own credentials (the endpoint checks IAM as AWS does). */
+export async function describeTask(ecsUrl, taskArn) {
+  const url = new URL(`${ecsUrl}/`);
+  const body = JSON.stringify({ cluster: 'switchboard-local', tasks: [taskArn] });
+  const signed = aws4.sign(
+    {
+      host: url.host,
+      path: '/',
+      method: 'POST',
+      service: 'ecs',
+      region: 'us-east-1',
+      body,
+      headers: {
+        'x-amz-target': 'AmazonEC2ContainerServiceV20141113.DescribeTasks',
+        'content-type': 'application/x-amz-json-1.1',
+      },
+    },
+    { accessKeyId: 'switchboard-local-admin', secretAccessKey: 'local' },
+  );
+  const response = await fetch(url, { method: 'POST', headers: signed.headers, body });
+  const json = await response.json();
+  const task = json.tasks?.[0];
+  if (!task) throw new Error(`DescribeTasks → ${response.status} ${JSON.stringify(json)}`);
+  return task;
+}
+
+/** The container environment the local ECS endpoint handed a task. */
+export async function taskEnvironment(ecsUrl, taskArn) {
+  const task = await describeTask(ecsUrl, taskArn);
+  const environment = task.overrides?.containerOverrides?.[0]?.environment;
+  if (!environment) throw new Error(`the task has no container environment: ${JSON.stringify(task)}`);
+  return Object.fromEntries(environment.map(({ name, value }) => [name, value]));
+}
+
+/** TURN REST credentials (coturn `--use-auth-secret`) for a page told to relay only. */
+export function turnServers(turnPort, secret, user = 'e2e') {
+  const username = `${Math.floor(Date.now() / 1000) + 3600}:${user}`;
+  const credential = createHmac('sha1', secret).update(username).digest('base64');
+  return [{ urls: [`turn:127.0.0.1:${turnPort}?transport=udp`], username, credential }];
 }
