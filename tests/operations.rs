@@ -256,3 +256,83 @@ fn the_dashboard_is_json_and_names_only_what_the_template_declares() {
     let widgets = parsed["widgets"].as_array().expect("widgets");
     assert!(widgets.len() >= 6, "{} widgets", widgets.len());
 }
+
+#[test]
+fn the_sfu_image_comes_from_the_stacks_own_repository_unless_one_is_given() {
+    let t = template();
+    let r = resources(&t);
+    assert_eq!(
+        r[&Value::from("SfuRepository")]["Type"].as_str(),
+        Some("AWS::ECR::Repository")
+    );
+    assert_eq!(t["Parameters"]["SfuImage"]["Default"].as_str(), Some(""));
+    let image =
+        &r[&Value::from("SfuTaskDefinition")]["Properties"]["ContainerDefinitions"][0]["Image"];
+    let (tag, args) = tagged(image);
+    assert_eq!(tag, "!If", "Image: !If [UseStackRepository, ...]");
+    assert_eq!(args[0].as_str(), Some("UseStackRepository"));
+    let (sub, uri) = tagged(&args[1]);
+    assert_eq!(
+        (sub.as_str(), uri.as_str()),
+        (
+            "!Sub",
+            Some("${SfuRepository.RepositoryUri}:${SfuImageTag}")
+        )
+    );
+    assert!(is_ref_to(&args[2], "SfuImage"));
+    let (_, output) = tagged(&t["Outputs"]["SfuRepositoryUri"]["Value"]);
+    assert_eq!(output.as_str(), Some("SfuRepository.RepositoryUri"));
+}
+
+fn run(program: &str, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(program)
+        .args(args)
+        .current_dir(workspace_root())
+        // As on a machine with no AWS account: no credentials, no profile, a bare PATH.
+        .env_clear()
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+        .env("HOME", std::env::temp_dir())
+        .output()
+        .unwrap_or_else(|e| panic!("{program}: {e} (scripts/ensure-deps.sh installs it)"))
+}
+
+#[test]
+fn the_deploy_and_image_scripts_are_clean_and_explain_themselves_offline() {
+    for script in ["scripts/deploy.sh", "scripts/sfu-image.sh"] {
+        let syntax = run("bash", &["-n", script]);
+        assert!(syntax.status.success(), "bash -n {script}: {syntax:?}");
+        let lint = run("shellcheck", &[script]);
+        assert!(
+            lint.status.success(),
+            "shellcheck {script}:\n{}",
+            String::from_utf8_lossy(&lint.stdout)
+        );
+        let help = run(script, &["--help"]);
+        let text = String::from_utf8_lossy(&help.stdout);
+        assert!(
+            help.status.success() && text.contains("--push") | text.contains("--guided"),
+            "{script} --help without credentials: {help:?}"
+        );
+    }
+    let help = run("scripts/deploy.sh", &["--help"]);
+    let text = String::from_utf8_lossy(&help.stdout);
+    for option in [
+        "--guided",
+        "--stack-name",
+        "--region",
+        "--platform",
+        "--skip-image",
+    ] {
+        assert!(
+            text.contains(option),
+            "deploy.sh --help names {option}:\n{text}"
+        );
+    }
+    let wrong = run("scripts/deploy.sh", &["--no-such-option"]);
+    assert_eq!(
+        wrong.status.code(),
+        Some(2),
+        "an unknown option is refused: {wrong:?}"
+    );
+    assert!(String::from_utf8_lossy(&wrong.stderr).contains("--no-such-option"));
+}
