@@ -78,11 +78,17 @@ async fn a_call_outside_a_functions_policy_is_access_denied() {
         .await
         .expect("identify's own transaction");
 
-    // ECS: only createRoom runs tasks, and only in its cluster.
+    // ECS: only createRoom runs tasks, and only in its cluster. (handshake has no ECS
+    // settings of its own: it tries createRoom's.)
     let handshake = function(&t.stack, "HandshakeFunction");
+    assert!(
+        handshake.config.ecs.is_none(),
+        "handshake is not given ECS settings"
+    );
+    let create_room = function(&t.stack, "CreateRoomFunction");
     let error = switchboard::ecs::run_task(
         handshake.ecs(),
-        handshake.config.ecs.as_ref(),
+        create_room.config.ecs.as_ref(),
         switchboard::ecs::Launch {
             server_id: "4f9b1a52-7c3e-4d7a-9a51-0d7e5b6c8a21",
             environment: &[],
@@ -97,7 +103,6 @@ async fn a_call_outside_a_functions_policy_is_access_denied() {
         "ecs:RunTask",
         "arn:aws:ecs:us-east-1:000000000000:task-definition/switchboard-sfu:1",
     );
-    let create_room = function(&t.stack, "CreateRoomFunction");
     let error = create_room
         .ecs()
         .run_task()

@@ -29,10 +29,10 @@ fn sessions_stack(dir: &Path, warm: u32) -> switchboard_local::StackOptions {
         "SWITCHBOARD_LOCATIONS".into(),
         json!({ "local": {
             "region": "us-east-1", "cluster": switchboard_local::DEFAULT_CLUSTER,
-            "subnets": ["subnet-local"], "ips": ["127.0.0.1"],
+            "subnets": ["subnet-local"], "securityGroups": ["sg-local"], "ips": ["127.0.0.1"],
         }, "elsewhere": {
             "region": "eu-central-1", "cluster": switchboard_local::DEFAULT_CLUSTER,
-            "subnets": ["subnet-local"], "ips": ["127.0.0.2"],
+            "subnets": ["subnet-local"], "securityGroups": ["sg-local"], "ips": ["127.0.0.2"],
         }})
         .to_string(),
     );

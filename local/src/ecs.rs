@@ -241,6 +241,8 @@ pub struct EcsState {
     /// Families RunTask accepts besides `task_definition`'s (the sessions API's applications).
     other_families: Vec<String>,
     task_command: Option<String>,
+    /// The command of the SFU task definition's tasks (else `task_command`).
+    sfu_command: Option<String>,
     capacity: Option<usize>,
     gate: Option<crate::LaunchGate>,
     stop_timeout: Duration,
@@ -254,6 +256,7 @@ impl EcsState {
         cluster: &str,
         task_definition: &str,
         task_command: Option<String>,
+        sfu_command: Option<String>,
         capacity: Option<usize>,
         gate: Option<crate::LaunchGate>,
         stop_timeout: Duration,
@@ -263,6 +266,7 @@ impl EcsState {
             task_definition: task_definition.to_string(),
             other_families: Vec::new(),
             task_command,
+            sfu_command,
             capacity,
             gate,
             stop_timeout,
@@ -652,11 +656,13 @@ impl EcsState {
             };
             // RunTask answers with the task as it was placed, before it runs.
             described.push(self.describe(&task));
-            match self
-                .task_command
-                .as_deref()
-                .map(|c| self.spawn(index, c, &task))
-            {
+            // The SFU task definition's tasks run the SFU command, when there is one.
+            let command = if family_of(definition) == self.family() {
+                self.sfu_command.as_deref().or(self.task_command.as_deref())
+            } else {
+                self.task_command.as_deref()
+            };
+            match command.map(|c| self.spawn(index, c, &task)) {
                 Some(Err(e)) => {
                     task.last = Status::Stopped;
                     task.desired_stopped = true;

@@ -18,7 +18,9 @@ use std::time::Duration;
 use aws_config::{BehaviorVersion, Region};
 use axum::Router;
 use axum::routing::{any, get, post};
-use switchboard::config::{ConfigError, Tables};
+use std::collections::BTreeMap;
+
+use switchboard::config::{ConfigError, Need, Tables};
 use switchboard::{Clock, Config, Deps, Endpoints};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -38,6 +40,16 @@ pub enum StackError {
     Template(#[from] template::TemplateError),
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// A function's configuration, from the environment template.yaml gives it, is refused.
+    #[error("{function}: {error}")]
+    Function {
+        function: String,
+        error: ConfigError,
+    },
+    #[error(
+        "{0} is set, but the local stack names its tables <prefix><LogicalId> (see --table-prefix)"
+    )]
+    TableName(String),
     #[error("cannot listen on 127.0.0.1:{0}: {1}")]
     Listen(u16, std::io::Error),
     #[error("template.yaml routes {0} to function {1:?}, which the local stack does not have")]
@@ -62,6 +74,9 @@ pub struct StackOptions {
     pub vars: HashMap<String, String>,
     pub clock: Clock,
     pub task_command: Option<String>,
+    /// The command for tasks of the SFU task definition (rooms, warm rooms, the `sfu`
+    /// application's sessions); `None`: `task_command`.
+    pub sfu_command: Option<String>,
     /// Running tasks the ECS endpoint accepts before it reports RESOURCE failures.
     pub ecs_capacity: Option<usize>,
     pub deliver_disconnect: bool,
@@ -110,6 +125,7 @@ impl StackOptions {
             vars: HashMap::new(),
             clock: Clock::system(),
             task_command: None,
+            sfu_command: None,
             ecs_capacity: None,
             deliver_disconnect: true,
             pages: Some(workspace_root().join("demo")),
@@ -210,6 +226,194 @@ pub async fn sdk_config_for(principal: &str) -> aws_config::SdkConfig {
         .await
 }
 
+/// The binaries the local stack runs, each with what its function needs from its environment.
+pub fn needs_of(binary: &str) -> Option<&'static [Need]> {
+    Some(match binary {
+        "get-room-id" => get_room_id::NEEDS,
+        "claim-room" => claim_room::NEEDS,
+        "create-room" => create_room::NEEDS,
+        "heartbeat" => heartbeat::NEEDS,
+        "status" => status::NEEDS,
+        "find-match" => find_match::NEEDS,
+        "connect" => connect::NEEDS,
+        "identify" => identify::NEEDS,
+        "handshake" => handshake::NEEDS,
+        "disconnect" => disconnect::NEEDS,
+        "default" => default::NEEDS,
+        "delete-room" => delete_room::NEEDS,
+        "sweeper" => sweeper::NEEDS,
+        "available-location" => available_location::NEEDS,
+        "create-session" => create_session::NEEDS,
+        "list-sessions" => list_sessions::NEEDS,
+        "get-session" => get_session::NEEDS,
+        "delete-session" => delete_session::NEEDS,
+        "join-players" => join_players::NEEDS,
+        "leave-players" => leave_players::NEEDS,
+        _ => return None,
+    })
+}
+
+/// Template parameters the local stack sets itself when it is not given them (the VPC it
+/// does not have; its default sessions location and application).
+fn local_parameter(name: &str, options: &StackOptions) -> Option<String> {
+    Some(match name {
+        "Subnets" => "subnet-local".into(),
+        "SecurityGroups" => "sg-local".into(),
+        // Sessions: by default one location, `local` (this machine), and the application `sfu`.
+        "Locations" => serde_json::json!({ "local": {
+            "region": iam::REGION,
+            "cluster": options.ecs_cluster,
+            "subnets": ["subnet-local"],
+            "securityGroups": ["sg-local"],
+            "ips": ["127.0.0.1"],
+        }})
+        .to_string(),
+        "Applications" => serde_json::json!({ "sfu": {
+            "taskDefinition": options.ecs_task_definition,
+            "container": "sfu",
+            "ports": [{ "type": "udp", "container": 7777 }],
+        }})
+        .to_string(),
+        _ => return None,
+    })
+}
+
+/// The stack's settings that are template parameters but no function's variable.
+const STACK_PARAMETERS: [(&str, &str); 1] =
+    [(switchboard::config::ALLOWED_ORIGINS, "AllowedOrigins")];
+
+/// What the local stack configures from the template: each function's own configuration,
+/// the admin configuration (every need), and the HTTP API's CORS origins.
+pub struct Configured {
+    pub functions: BTreeMap<String, Config>,
+    /// Each function's environment, as the template gives it (parameters resolved).
+    pub environments: BTreeMap<String, BTreeMap<String, String>>,
+    pub admin: Config,
+    pub allowed_origins: Vec<String>,
+}
+
+/// The values of template references here: parameters from the stack's `SWITCHBOARD_*`
+/// settings (`options.vars`: the variable a parameter sets), else the local stack's own
+/// choice, else the parameter's default; resources as the local stack names them.
+pub fn local_values(
+    options: &StackOptions,
+    template: &Template,
+    ws_url: &str,
+    management_url: &str,
+) -> Result<template::Values, StackError> {
+    let mut values = template::Values::default();
+    let mut from_variables: HashMap<String, String> = HashMap::new();
+    for (variable, parameter) in template
+        .variable_parameters()?
+        .into_iter()
+        .chain(STACK_PARAMETERS.map(|(v, p)| (v.to_string(), p.to_string())))
+    {
+        if let Some(value) = options.vars.get(&variable) {
+            from_variables.insert(parameter, value.clone());
+        }
+    }
+    for parameter in template.parameters() {
+        let value = from_variables
+            .get(&parameter)
+            .cloned()
+            .or_else(|| local_parameter(&parameter, options))
+            .or_else(|| template.parameter_default(&parameter))
+            .unwrap_or_default();
+        values.parameters.insert(parameter, value);
+    }
+    for id in template.table_ids() {
+        values
+            .resources
+            .insert(id.clone(), format!("{}{id}", options.table_prefix));
+    }
+    values
+        .resources
+        .insert("SfuCluster".into(), options.ecs_cluster.clone());
+    values.resources.insert(
+        "SfuTaskDefinition".into(),
+        options.ecs_task_definition.clone(),
+    );
+    for (name, value) in [
+        ("AWS::Region", iam::REGION),
+        ("AWS::AccountId", "000000000000"),
+        ("AWS::Partition", "aws"),
+        ("AWS::StackName", "switchboard-local"),
+    ] {
+        values.pseudo.insert(name.into(), value.into());
+    }
+    values
+        .variables
+        .insert("SWITCHBOARD_WS_URL".into(), ws_url.to_string());
+    values.variables.insert(
+        "SWITCHBOARD_WS_MANAGEMENT_ENDPOINT".into(),
+        management_url.to_string(),
+    );
+    Ok(values)
+}
+
+/// Configures every function from exactly the environment template.yaml gives it, with
+/// parameters resolved from the stack's settings, as Lambda would start it: a variable the
+/// template does not give a function is absent for it, and a setting one of them cannot do
+/// without stops the start, naming the function and the setting. Variables the template
+/// builds from the stack's own resources (`SWITCHBOARD_WS_URL`, `SWITCHBOARD_ECS_CLUSTER`, ...)
+/// take the local stack's values unless `options.vars` sets them; table names cannot be set.
+pub fn configure(
+    options: &StackOptions,
+    template: &Template,
+    ws_url: &str,
+    management_url: &str,
+) -> Result<Configured, StackError> {
+    if let Some((_, variable)) = Tables::VARIABLES
+        .iter()
+        .find(|(_, variable)| options.vars.contains_key(*variable))
+    {
+        return Err(StackError::TableName(variable.to_string()));
+    }
+    let values = local_values(options, template, ws_url, management_url)?;
+    let from_parameters = template.variable_parameters()?;
+    let mut functions = BTreeMap::new();
+    let mut environments = BTreeMap::new();
+    let mut union: HashMap<String, String> = HashMap::new();
+    for (_, binary) in template.functions()? {
+        let needs = needs_of(&binary)
+            .ok_or_else(|| StackError::UnknownFunction("a function".into(), binary.clone()))?;
+        let mut environment = template.function_environment(&binary, &values)?;
+        for (name, value) in environment.iter_mut() {
+            if !from_parameters.contains_key(name)
+                && let Some(given) = options.vars.get(name)
+            {
+                *value = given.clone();
+            }
+        }
+        let vars: HashMap<String, String> = environment.clone().into_iter().collect();
+        let config = Config::from_vars(&vars, needs).map_err(|error| StackError::Function {
+            function: binary.clone(),
+            error,
+        })?;
+        union.extend(vars);
+        functions.insert(binary.clone(), config);
+        environments.insert(binary, environment);
+    }
+    let admin = Config::from_vars(&union, &Need::ALL)?;
+    let allowed_origins = switchboard::config::parse_allowed_origins(
+        values.parameters.get("AllowedOrigins").map(String::as_str),
+    )?;
+    Ok(Configured {
+        functions,
+        environments,
+        admin,
+        allowed_origins,
+    })
+}
+
+/// Checks the stack's configuration as `Stack::start` would, without starting anything.
+pub fn check_configuration(options: &StackOptions) -> Result<Configured, StackError> {
+    let template = Template::load(&options.template)?;
+    let ws_url = format!("ws://127.0.0.1:{}", options.ws_port);
+    let management_url = format!("http://127.0.0.1:{}", options.ws_port);
+    configure(options, &template, &ws_url, &management_url)
+}
+
 impl Stack {
     pub async fn start(options: StackOptions) -> Result<Self, StackError> {
         let template = Template::load(&options.template)?;
@@ -242,51 +446,8 @@ impl Stack {
         let ws_url = format!("ws://127.0.0.1:{ws_port}");
         let ecs_url = format!("http://127.0.0.1:{ecs_port}");
 
-        let mut vars = options.vars.clone();
-        let tables = Tables::with_prefix(&options.table_prefix);
-        for (logical, variable) in Tables::VARIABLES {
-            vars.insert(
-                variable.to_string(),
-                format!("{}{logical}", options.table_prefix),
-            );
-        }
-        debug_assert_eq!(vars.get("SWITCHBOARD_ROOMS_TABLE"), Some(&tables.rooms));
-        vars.entry("SWITCHBOARD_WS_URL".into())
-            .or_insert_with(|| ws_url.clone());
-        for (name, value) in [
-            ("SWITCHBOARD_ECS_CLUSTER", options.ecs_cluster.as_str()),
-            (
-                "SWITCHBOARD_ECS_TASK_DEFINITION",
-                options.ecs_task_definition.as_str(),
-            ),
-            ("SWITCHBOARD_ECS_CONTAINER", "sfu"),
-            ("SWITCHBOARD_ECS_SUBNETS", "subnet-local"),
-            ("SWITCHBOARD_ECS_SECURITY_GROUPS", "sg-local"),
-        ] {
-            vars.entry(name.into()).or_insert_with(|| value.into());
-        }
-        // Sessions: by default one location, `local` (this machine), and the application `sfu`.
-        vars.entry("SWITCHBOARD_LOCATIONS".into())
-            .or_insert_with(|| {
-                serde_json::json!({ "local": {
-                    "region": "us-east-1",
-                    "cluster": options.ecs_cluster,
-                    "subnets": ["subnet-local"],
-                    "securityGroups": ["sg-local"],
-                    "ips": ["127.0.0.1"],
-                }})
-                .to_string()
-            });
-        vars.entry("SWITCHBOARD_APPLICATIONS".into())
-            .or_insert_with(|| {
-                serde_json::json!({ "sfu": {
-                    "taskDefinition": options.ecs_task_definition,
-                    "container": "sfu",
-                    "ports": [{ "type": "udp", "container": 7777 }],
-                }})
-                .to_string()
-            });
-        let config = Config::from_vars(&vars)?;
+        let management_url = format!("http://127.0.0.1:{ws_port}");
+        let configured = configure(&options, &template, &ws_url, &management_url)?;
 
         let iam = Arc::new(Iam::from_template(
             &template,
@@ -311,12 +472,16 @@ impl Stack {
             ecs: Some(ecs_url.clone()),
             management,
         };
-        let allowed_origins = config.allowed_origins.clone();
+        let allowed_origins = configured.allowed_origins;
         let mut by_binary = HashMap::new();
         let mut logical_ids = HashMap::new();
         for (logical_id, binary) in template.functions()? {
             let sdk = sdk_config_for(&logical_id).await;
-            let deps = Deps::new(config.clone(), options.clock.clone(), &sdk, checked.clone());
+            let config =
+                configured.functions.get(&binary).cloned().ok_or_else(|| {
+                    StackError::UnknownFunction(logical_id.clone(), binary.clone())
+                })?;
+            let deps = Deps::new(config, options.clock.clone(), &sdk, checked.clone());
             by_binary.insert(binary.clone(), deps);
             logical_ids.insert(logical_id, binary);
         }
@@ -325,7 +490,7 @@ impl Stack {
             logical_ids,
         });
         let deps = Deps::new(
-            config,
+            configured.admin,
             options.clock.clone(),
             &local_sdk_config().await,
             admin,
@@ -338,6 +503,7 @@ impl Stack {
             &options.ecs_cluster,
             &options.ecs_task_definition,
             options.task_command.clone(),
+            options.sfu_command.clone(),
             options.ecs_capacity,
             options.launch_gate.clone(),
             options.task_stop_timeout,

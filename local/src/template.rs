@@ -2,6 +2,7 @@
 //! are declared: DynamoDB tables, HTTP API events, and WebSocket routes resolved through
 //! Route → Integration → Function → `Metadata.BuildProperties.Binary`.
 
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use aws_sdk_dynamodb::Client;
@@ -265,33 +266,95 @@ impl Template {
         &self,
         binary: &str,
     ) -> Result<std::collections::BTreeSet<String>, TemplateError> {
-        let names = |env: Option<&Value>| -> Vec<String> {
+        Ok(self
+            .variables_of(binary)?
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect())
+    }
+
+    /// The function resource that builds `binary`.
+    fn function_of(&self, binary: &str) -> Result<&Value, TemplateError> {
+        self.resources_of("AWS::Serverless::Function")
+            .find(|(id, _)| self.binary_of(id).is_ok_and(|b| b == binary))
+            .map(|(_, f)| f)
+            .ok_or_else(|| shape(format!("no function builds {binary}")))
+    }
+
+    /// Globals' environment variables, then the function's own (which win), unresolved.
+    fn variables_of(&self, binary: &str) -> Result<Vec<(String, Value)>, TemplateError> {
+        let pairs = |env: Option<&Value>| -> Vec<(String, Value)> {
             env.and_then(|e| e.get("Variables"))
                 .and_then(Value::as_mapping)
                 .into_iter()
                 .flatten()
-                .filter_map(|(k, _)| k.as_str().map(String::from))
+                .filter_map(|(k, v)| Some((k.as_str()?.to_string(), v.clone())))
                 .collect()
         };
-        let function = self
-            .resources_of("AWS::Serverless::Function")
-            .find(|(id, _)| self.binary_of(id).is_ok_and(|b| b == binary))
-            .map(|(_, f)| f)
-            .ok_or_else(|| shape(format!("no function builds {binary}")))?;
-        let mut all: std::collections::BTreeSet<String> = names(
+        let mut all = pairs(
             self.doc
                 .get("Globals")
                 .and_then(|g| g.get("Function"))
                 .and_then(|f| f.get("Environment")),
-        )
-        .into_iter()
-        .collect();
-        all.extend(names(
-            function
+        );
+        for (name, value) in pairs(
+            self.function_of(binary)?
                 .get("Properties")
                 .and_then(|p| p.get("Environment")),
-        ));
+        ) {
+            all.retain(|(n, _)| *n != name);
+            all.push((name, value));
+        }
         Ok(all)
+    }
+
+    /// Template parameters' names.
+    pub fn parameters(&self) -> Vec<String> {
+        self.doc
+            .get("Parameters")
+            .and_then(Value::as_mapping)
+            .into_iter()
+            .flatten()
+            .filter_map(|(k, _)| k.as_str().map(String::from))
+            .collect()
+    }
+
+    /// The parameter each function variable is set from (`NAME: !Ref Param` or
+    /// `NAME: !Join [",", !Ref Param]`), over every function: variable name → parameter.
+    pub fn variable_parameters(&self) -> Result<BTreeMap<String, String>, TemplateError> {
+        let parameters = self.parameters();
+        let mut map = BTreeMap::new();
+        for (_, binary) in self.functions()? {
+            for (name, value) in self.variables_of(&binary)? {
+                if let Some(parameter) = parameter_ref(&value)
+                    && parameters.iter().any(|p| p == parameter)
+                {
+                    map.insert(name, parameter.to_string());
+                }
+            }
+        }
+        Ok(map)
+    }
+
+    /// The environment the template gives the function that builds `binary`: Globals merged
+    /// with its own variables, every value resolved by `values` (parameters, resources,
+    /// pseudo parameters).
+    pub fn function_environment(
+        &self,
+        binary: &str,
+        values: &Values,
+    ) -> Result<BTreeMap<String, String>, TemplateError> {
+        let mut environment = BTreeMap::new();
+        for (name, value) in self.variables_of(binary)? {
+            let resolved = match values.variables.get(&name) {
+                Some(fixed) => fixed.clone(),
+                None => values
+                    .resolve(&value)
+                    .map_err(|e| shape(format!("{binary}'s {name}: {e}")))?,
+            };
+            environment.insert(name, resolved);
+        }
+        Ok(environment)
     }
 
     /// Logical ids of the DynamoDB tables.
@@ -387,6 +450,92 @@ impl Template {
             }
         }
         Ok(())
+    }
+}
+
+/// The parameter a value names: `!Ref P`, or `!Join [sep, !Ref P]` (a list parameter).
+fn parameter_ref(value: &Value) -> Option<&str> {
+    let Value::Tagged(tagged) = value else {
+        return None;
+    };
+    if tagged.tag == "Ref" {
+        return tagged.value.as_str();
+    }
+    if tagged.tag == "Join" {
+        return parameter_ref(tagged.value.as_sequence()?.get(1)?);
+    }
+    None
+}
+
+/// What a template's references resolve to: `!Ref` of a parameter or a resource, `${...}` in
+/// `!Sub`, `!Join` of a list parameter or of values, and the pseudo parameters.
+#[derive(Clone, Debug, Default)]
+pub struct Values {
+    /// Parameter name → value (list parameters: comma-separated).
+    pub parameters: HashMap<String, String>,
+    /// Resource logical id → what `!Ref` of it returns.
+    pub resources: HashMap<String, String>,
+    /// `AWS::Region`, `AWS::AccountId`, `AWS::Partition`, `AWS::StackName`.
+    pub pseudo: HashMap<String, String>,
+    /// Variable name → value, for variables built from resources that are served differently
+    /// here (the WebSocket API's URLs).
+    pub variables: HashMap<String, String>,
+}
+
+impl Values {
+    fn name(&self, name: &str) -> Result<String, String> {
+        self.parameters
+            .get(name)
+            .or_else(|| self.resources.get(name))
+            .or_else(|| self.pseudo.get(name))
+            .cloned()
+            .ok_or_else(|| format!("{name} has no value here"))
+    }
+
+    pub fn resolve(&self, value: &Value) -> Result<String, String> {
+        match value {
+            Value::String(s) => Ok(s.clone()),
+            Value::Number(n) => Ok(n.to_string()),
+            Value::Bool(b) => Ok(b.to_string()),
+            Value::Tagged(tagged) if tagged.tag == "Ref" => {
+                self.name(tagged.value.as_str().ok_or("!Ref of a non-string")?)
+            }
+            Value::Tagged(tagged) if tagged.tag == "Sub" => {
+                let template = tagged.value.as_str().ok_or("!Sub of a non-string")?;
+                let mut out = String::new();
+                let mut rest = template;
+                while let Some(start) = rest.find("${") {
+                    out.push_str(&rest[..start]);
+                    let after = &rest[start + 2..];
+                    let end = after.find('}').ok_or("unclosed ${ in !Sub")?;
+                    out.push_str(&self.name(&after[..end])?);
+                    rest = &after[end + 1..];
+                }
+                out.push_str(rest);
+                Ok(out)
+            }
+            Value::Tagged(tagged) if tagged.tag == "Join" => {
+                let parts = tagged.value.as_sequence().ok_or("!Join of a non-list")?;
+                let [separator, list] = parts.as_slice() else {
+                    return Err("!Join takes [separator, list]".into());
+                };
+                let separator = separator.as_str().ok_or("!Join's separator")?;
+                let items: Vec<String> = match list {
+                    Value::Sequence(items) => items
+                        .iter()
+                        .map(|v| self.resolve(v))
+                        .collect::<Result<_, _>>()?,
+                    other => self
+                        .resolve(other)?
+                        .split(',')
+                        .map(|s| s.trim().to_string())
+                        .filter(|s| !s.is_empty())
+                        .collect(),
+                };
+                Ok(items.join(separator))
+            }
+            other => Err(format!("{other:?} is not resolved here")),
+        }
     }
 }
 

@@ -141,18 +141,35 @@ fn secrets_reach_only_the_functions_that_use_them() {
             .filter(|s| env.contains(*s))
             .collect();
         assert_eq!(&given, wanted, "{function}'s secrets");
-        for table in switchboard::config::Tables::VARIABLES
-            .iter()
-            .map(|(_, v)| v)
-        {
-            assert!(
-                env.contains(*table),
-                "{function} gets {table} (configuration is read whole)"
-            );
-        }
+        let turn = ["SWITCHBOARD_TURN_URLS", "SWITCHBOARD_TURN_SECRET"];
         assert!(
-            env.contains("SWITCHBOARD_WS_URL"),
-            "{function} gets SWITCHBOARD_WS_URL"
+            turn.iter().all(|v| env.contains(*v)) || !turn.iter().any(|v| env.contains(*v)),
+            "{function} gets TURN URLs and the secret together, or neither"
+        );
+    }
+}
+
+/// The template gives each function exactly the variables its declared needs read: nothing
+/// it needs is missing (it would stop at init deployed), nothing it does not read is given
+/// (no secret where it is not used), and the local stack, which configures each function
+/// from its template environment, holds it to the same.
+#[test]
+fn each_function_gets_exactly_the_environment_its_needs_read() {
+    let template = template();
+    for (_, function) in template.functions().unwrap() {
+        let needs = switchboard_local::needs_of(&function)
+            .unwrap_or_else(|| panic!("{function} declares its NEEDS"));
+        let mut given = template.environment_of(&function).unwrap();
+        assert!(given.remove("RUST_LOG"), "{function} gets RUST_LOG");
+        let wanted: std::collections::BTreeSet<String> = switchboard::config::variables_of(needs)
+            .into_iter()
+            .map(String::from)
+            .collect();
+        let missing: Vec<_> = wanted.difference(&given).collect();
+        let unused: Vec<_> = given.difference(&wanted).collect();
+        assert!(
+            missing.is_empty() && unused.is_empty(),
+            "{function}: missing {missing:?}, given but not read {unused:?}"
         );
     }
 }
@@ -541,6 +558,68 @@ fn dynamodb_local_is_installed_without_the_jndi_lookup() {
 struct Running {
     child: std::process::Child,
     lines: std::sync::mpsc::Receiver<String>,
+    /// Its stderr, when piped: drained as it comes (a full pipe would stall it).
+    stderr: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Running {
+    fn new(mut child: std::process::Child) -> Self {
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        if let Some(pipe) = child.stderr.take() {
+            let sink = stderr.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                    let mut text = sink.lock().unwrap();
+                    text.push_str(&line);
+                    text.push('\n');
+                }
+            });
+        }
+        Self {
+            child,
+            lines,
+            stderr,
+        }
+    }
+
+    /// The lines printed before the ready line.
+    fn until_ready(&mut self) -> Vec<String> {
+        let mut printed = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            match self
+                .lines
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            {
+                Ok(line) if line.starts_with("ready ") => return printed,
+                Ok(line) => printed.push(line),
+                Err(_) => {
+                    let _ = self.child.kill();
+                    let stderr = self.stderr.lock().unwrap().clone();
+                    panic!("no ready line within 120 s; printed: {printed:?}; stderr: {stderr}");
+                }
+            }
+        }
+    }
+
+    /// SIGTERM, and the wait for everything it started to stop.
+    fn stop(&mut self) {
+        // SAFETY: signalling the child this test started.
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
 }
 
 impl Drop for Running {
@@ -601,7 +680,11 @@ async fn the_program_serves_what_template_yaml_declares_and_stops_everything() {
             let _ = tx.send(line);
         }
     });
-    let mut running = Running { child, lines };
+    let mut running = Running {
+        child,
+        lines,
+        stderr: Default::default(),
+    };
 
     let mut printed = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -813,4 +896,76 @@ where
             other => panic!("no frame: {other:?}"),
         }
     }
+}
+
+/// The README's sessions example, as printed (with free ports instead of the defaults):
+/// `--applications` alone keeps the default location `local`, the warm servers start there,
+/// and a session is allocated.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_readmes_sessions_example_starts_and_serves_sessions() {
+    let (http_port, ws_port, ecs_port) = (free_port(), free_port(), free_port());
+    let example_server = env!("CARGO_BIN_EXE_switchboard-example-server");
+    let child = Command::new(env!("CARGO_BIN_EXE_switchboard-local"))
+        .args([
+            "--task-command",
+            &format!("exec {example_server} \"$@\""),
+            "--applications",
+            r#"{"arena":{"taskDefinition":"switchboard-arena","container":"game",
+                   "ports":[{"type":"udp","container":7777}],"warm":{"local":2}}}"#,
+        ])
+        .args(["--http-port", &http_port.to_string()])
+        .args(["--ws-port", &ws_port.to_string()])
+        .args(["--ecs-port", &ecs_port.to_string()])
+        .args(["--task-stop-timeout-seconds", "1"])
+        .env_remove("SWITCHBOARD_OPERATOR_KEYS")
+        .env_remove("SWITCHBOARD_APPLICATIONS")
+        .env_remove("SWITCHBOARD_LOCATIONS")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("switchboard-local starts");
+    let mut running = Running::new(child);
+    let printed = running.until_ready();
+    let operator_key = printed
+        .iter()
+        .find_map(|l| l.split("SWITCHBOARD_OPERATOR_KEYS=").nth(1))
+        .expect("a generated operator key")
+        .to_string();
+    let api = format!("http://127.0.0.1:{http_port}");
+    let client = reqwest::Client::new();
+    let reply = client
+        .get(format!("{api}/available-location/arena"))
+        .bearer_auth(&operator_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status().as_u16(), 200);
+    assert_eq!(
+        reply.json::<Value>().await.unwrap(),
+        json!({"locations":[{"location":"local","ips":["127.0.0.1"]}]})
+    );
+    // The sweeper's first run starts the two warm servers; once one is ready, a session is
+    // allocated to it.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let session = loop {
+        let reply = client
+            .post(format!("{api}/session"))
+            .bearer_auth(&operator_key)
+            .json(&json!({"image":"arena","location":"local","env":{"MAP":"dust"},"args":["--mode","duel"],"ttl":3600}))
+            .send()
+            .await
+            .unwrap();
+        let status = reply.status().as_u16();
+        let body: Value = reply.json().await.unwrap();
+        if status == 201 && body["host"].is_string() {
+            break body;
+        }
+        assert!(Instant::now() < deadline, "no session: {status} {body}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert_eq!(
+        session["ports"],
+        json!([{"type":"udp","container":7777,"host":7777}])
+    );
+    running.stop();
 }

@@ -677,3 +677,92 @@ where
         }
     }
 }
+
+/// `--sfu-command` runs the SFU task definition's tasks (a createRoom room, a warm room, a
+/// session of the `sfu` application); `--task-command` runs every other application's.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_sfu_command_runs_rooms_and_the_task_command_runs_other_applications() {
+    let dir = scratch();
+    let record = |what: &str| {
+        format!(
+            r#"echo {what} > {}/"${{ROOM_ID:-$SERVER_ID}}"; exec sleep 60"#,
+            dir.display()
+        )
+    };
+    let mut options = options(Some(record("task")));
+    options.sfu_command = Some(record("sfu"));
+    options.task_stop_timeout = Duration::from_secs(1);
+    options.vars.insert(
+        "SWITCHBOARD_APPLICATIONS".into(),
+        json!({
+            "sfu": { "taskDefinition": DEFAULT_TASK_DEFINITION, "container": "sfu" },
+            "arena": { "taskDefinition": "switchboard-arena", "container": "game" },
+        })
+        .to_string(),
+    );
+    options
+        .vars
+        .insert("SWITCHBOARD_WARM_ROOMS".into(), "1".into());
+    options
+        .vars
+        .insert("SWITCHBOARD_SESSION_WAIT_SECONDS".into(), "1".into());
+    let (stack, _) = start(options).await;
+    let http = reqwest::Client::new();
+    let call = |method: reqwest::Method, path: &str, body: Option<Value>| {
+        let mut request = http
+            .request(method, format!("{}{path}", stack.http_url))
+            .bearer_auth(OPERATOR_KEY);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        async move {
+            let reply = request.send().await.expect("the stack answers");
+            let status = reply.status().as_u16();
+            (status, reply.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let id = |body: &Value, field: &str| body[field].as_str().expect(field).to_string();
+
+    let (status, room) = call(reqwest::Method::PUT, "/createRoom", None).await;
+    assert_eq!(status, 200, "{room}");
+    let room = id(&room, "roomId");
+    let warm = stack.sweep().await.launched;
+    assert_eq!(warm.len(), 1, "one warm room");
+    let mut sessions = Vec::new();
+    for image in ["sfu", "arena"] {
+        let (status, session) = call(
+            reqwest::Method::POST,
+            "/session",
+            Some(json!({ "image": image, "location": "local" })),
+        )
+        .await;
+        assert_eq!(status, 201, "{image}: {session}");
+        let server = stack
+            .tasks()
+            .into_iter()
+            .filter_map(|t| {
+                t.environment
+                    .get("SESSION_ID")
+                    .cloned()
+                    .zip(t.environment.get("SERVER_ID").cloned())
+            })
+            .find(|(session_id, _)| *session_id == id(&session, "id"))
+            .map(|(_, server)| server)
+            .expect("the session's task");
+        sessions.push(server);
+    }
+    for (server, ran) in [
+        (&room, "sfu"),
+        (&warm[0], "sfu"),
+        (&sessions[0], "sfu"),
+        (&sessions[1], "task"),
+    ] {
+        assert_eq!(
+            wait_for_file(&dir.join(server), ran).await.trim(),
+            ran,
+            "{server}"
+        );
+    }
+    drop(stack);
+    let _ = std::fs::remove_dir_all(&dir);
+}

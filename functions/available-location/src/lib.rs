@@ -1,6 +1,11 @@
 //! `GET /available-location/{image}` (operator key): the locations an image can run in, with
 //! the IPs clients ping to choose one.
 
+/// What this function reads from its environment besides its tables (`switchboard::init`
+/// checks exactly this; template.yaml gives exactly this).
+pub const NEEDS: &[switchboard::Need] =
+    &[switchboard::Need::OperatorKeys, switchboard::Need::Sessions];
+
 use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
 use serde_json::{Value, json};
 use switchboard::http::{require_bearer, respond};

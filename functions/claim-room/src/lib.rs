@@ -2,6 +2,16 @@
 //! idempotently (a path that has a live room gets that room back). Taking a room out of the
 //! warm pool refills its slot at once, without waiting for the new room to become ready.
 
+/// What this function reads from its environment besides its tables (`switchboard::init`
+/// checks exactly this; template.yaml gives exactly this).
+pub const NEEDS: &[switchboard::Need] = &[
+    switchboard::Need::Ice,
+    switchboard::Need::SignalingUrl,
+    switchboard::Need::SfuTasks,
+    switchboard::Need::WarmRooms,
+    switchboard::Need::StartTimeout,
+];
+
 use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
 use serde_json::Value;
 use switchboard::http::{ErrorStyle, JsonBody, respond};

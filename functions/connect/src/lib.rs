@@ -1,5 +1,9 @@
 //! `$connect`: record the connection (with a TTL past API Gateway's 2 h limit).
 
+/// What this function reads from its environment besides its tables (`switchboard::init`
+/// checks exactly this; template.yaml gives exactly this).
+pub const NEEDS: &[switchboard::Need] = &[];
+
 use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
 use switchboard::signaling::{connection_id, ws_response};
 use switchboard::{ApiError, Deps};

@@ -2,6 +2,16 @@
 //! A launch that fails leaves no room behind that could ever be claimed, and no task without a
 //! record (see `switchboard::lifecycle::launch_room`).
 
+/// What this function reads from its environment besides its tables (`switchboard::init`
+/// checks exactly this; template.yaml gives exactly this).
+pub const NEEDS: &[switchboard::Need] = &[
+    switchboard::Need::OperatorKeys,
+    switchboard::Need::Ice,
+    switchboard::Need::SignalingUrl,
+    switchboard::Need::SfuTasks,
+    switchboard::Need::StartTimeout,
+];
+
 use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
 use serde_json::{Value, json};
 use switchboard::http::{ErrorStyle, JsonBody, require_bearer, respond};

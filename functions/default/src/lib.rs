@@ -2,6 +2,10 @@
 //! keeps the connection's records alive, a serving peer's room and path with them; anything
 //! else gets an error frame.
 
+/// What this function reads from its environment besides its tables (`switchboard::init`
+/// checks exactly this; template.yaml gives exactly this).
+pub const NEEDS: &[switchboard::Need] = &[switchboard::Need::Sockets];
+
 use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
 use serde_json::{Value, json};
 use switchboard::signaling::{connection_id, parse_frame, refuse, send, ws_response};

@@ -1,6 +1,14 @@
 //! `DELETE /rooms/{roomId}` (operator key): end a room now, through the one lifecycle: its
 //! task is stopped, its members hear `sfuDisconnect`, its records go.
 
+/// What this function reads from its environment besides its tables (`switchboard::init`
+/// checks exactly this; template.yaml gives exactly this).
+pub const NEEDS: &[switchboard::Need] = &[
+    switchboard::Need::OperatorKeys,
+    switchboard::Need::SfuTasks,
+    switchboard::Need::Sockets,
+];
+
 use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
 use serde_json::{Value, json};
 use switchboard::http::{ErrorStyle, require_bearer, respond};

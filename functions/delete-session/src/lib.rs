@@ -1,6 +1,14 @@
 //! `DELETE /session/{id}` (operator key): end a session through the one server lifecycle: its
 //! task gets SIGTERM, its records go, its players are released.
 
+/// What this function reads from its environment besides its tables (`switchboard::init`
+/// checks exactly this; template.yaml gives exactly this).
+pub const NEEDS: &[switchboard::Need] = &[
+    switchboard::Need::OperatorKeys,
+    switchboard::Need::Sessions,
+    switchboard::Need::Sockets,
+];
+
 use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
 use serde_json::{Value, json};
 use switchboard::http::{require_bearer, respond};

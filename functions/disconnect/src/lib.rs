@@ -1,6 +1,10 @@
 //! `disconnect` (explicit leave) and `$disconnect` (socket closed): the connection's records
 //! go, and only its room's other members hear `clientDisconnect` or `sfuDisconnect`.
 
+/// What this function reads from its environment besides its tables (`switchboard::init`
+/// checks exactly this; template.yaml gives exactly this).
+pub const NEEDS: &[switchboard::Need] = &[switchboard::Need::Sockets];
+
 use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
 use switchboard::signaling::{connection_id, depart, refuse, ws_response};
 use switchboard::{ApiError, Deps};

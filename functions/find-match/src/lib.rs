@@ -1,6 +1,15 @@
 //! `POST /api/find-match {"region"?}`: reserve a live idle host and hand the client its room,
 //! the signaling URL and ICE servers with fresh TURN credentials.
 
+/// What this function reads from its environment besides its tables (`switchboard::init`
+/// checks exactly this; template.yaml gives exactly this).
+pub const NEEDS: &[switchboard::Need] = &[
+    switchboard::Need::Regions,
+    switchboard::Need::MatchLease,
+    switchboard::Need::Ice,
+    switchboard::Need::SignalingUrl,
+];
+
 use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
 use serde_json::{Value, json};
 use switchboard::http::{ErrorStyle, JsonBody, respond};

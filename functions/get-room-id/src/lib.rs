@@ -1,6 +1,10 @@
 //! `GET /getRoomId?urlPath=P`: the room a page's URL path belongs to, with the signaling URL
 //! and ICE servers (TURN credentials for the room) the page connects with.
 
+/// What this function reads from its environment besides its tables (`switchboard::init`
+/// checks exactly this; template.yaml gives exactly this).
+pub const NEEDS: &[switchboard::Need] = &[switchboard::Need::Ice, switchboard::Need::SignalingUrl];
+
 use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
 use serde_json::Value;
 use switchboard::http::{ErrorStyle, query, respond};

@@ -1,6 +1,11 @@
 //! `GET /session/{id}` (operator key): one session with its status; a cold start's host once
 //! its task has an address.
 
+/// What this function reads from its environment besides its tables (`switchboard::init`
+/// checks exactly this; template.yaml gives exactly this).
+pub const NEEDS: &[switchboard::Need] =
+    &[switchboard::Need::OperatorKeys, switchboard::Need::Sessions];
+
 use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
 use serde_json::Value;
 use switchboard::http::{require_bearer, respond};

@@ -2,6 +2,10 @@
 //! sender's room only, to `receiver` or else to the room's serving peer. `sender` is always
 //! the sender's identified id.
 
+/// What this function reads from its environment besides its tables (`switchboard::init`
+/// checks exactly this; template.yaml gives exactly this).
+pub const NEEDS: &[switchboard::Need] = &[switchboard::Need::Sockets];
+
 use std::time::Duration;
 
 use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};

@@ -1,6 +1,16 @@
 //! `POST /api/host/heartbeat` (host key): register a host or refresh its 30 s liveness; the
 //! answer also carries the signaling URL and ICE servers the host answers viewers with.
 
+/// What this function reads from its environment besides its tables (`switchboard::init`
+/// checks exactly this; template.yaml gives exactly this).
+pub const NEEDS: &[switchboard::Need] = &[
+    switchboard::Need::HostKeys,
+    switchboard::Need::Regions,
+    switchboard::Need::HostTtl,
+    switchboard::Need::Ice,
+    switchboard::Need::SignalingUrl,
+];
+
 use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
 use serde_json::{Value, json};
 use switchboard::http::{ErrorStyle, JsonBody, require_bearer, respond};

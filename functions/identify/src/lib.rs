@@ -1,6 +1,10 @@
 //! `identify {id, type, roomId?, token?, hostId?}`: join a room as a client, as its SFU (with
 //! the room's token) or as its matchmaking host (with the host's secret hostId).
 
+/// What this function reads from its environment besides its tables (`switchboard::init`
+/// checks exactly this; template.yaml gives exactly this).
+pub const NEEDS: &[switchboard::Need] = &[switchboard::Need::Identify, switchboard::Need::Sockets];
+
 use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
 use serde_json::{Map, Value, json};
 use switchboard::model::{JoinOutcome, Role, Room, RoomKind, RoomState, SfuProof};

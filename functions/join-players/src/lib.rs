@@ -1,6 +1,10 @@
 //! `PUT /session/player/join {"session", "players"}` (operator key): players join a live
 //! session; a player already in another live session is a 409 and nobody joins.
 
+/// What this function reads from its environment besides its tables (`switchboard::init`
+/// checks exactly this; template.yaml gives exactly this).
+pub const NEEDS: &[switchboard::Need] = &[switchboard::Need::OperatorKeys];
+
 use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
 use serde::Deserialize;
 use serde_json::{Value, json};

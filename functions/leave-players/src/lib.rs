@@ -1,6 +1,10 @@
 //! `DELETE /session/player/leave {"players"}` (operator key): players leave whatever session
 //! they are in; the answer names those that were in one.
 
+/// What this function reads from its environment besides its tables (`switchboard::init`
+/// checks exactly this; template.yaml gives exactly this).
+pub const NEEDS: &[switchboard::Need] = &[switchboard::Need::OperatorKeys];
+
 use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
 use serde::Deserialize;
 use serde_json::{Value, json};

@@ -6,7 +6,7 @@ use lambda_runtime::{Error, LambdaEvent, run, service_fn};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    let deps = switchboard::init().await?;
+    let deps = switchboard::init(list_sessions::NEEDS).await?;
     let deps = &deps;
     run(service_fn(
         move |event: LambdaEvent<ApiGatewayV2httpRequest>| async move {

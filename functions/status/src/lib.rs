@@ -1,5 +1,9 @@
 //! `POST /api/host/status` (host key): a host reports `busy` or `idle`; ends a reservation.
 
+/// What this function reads from its environment besides its tables (`switchboard::init`
+/// checks exactly this; template.yaml gives exactly this).
+pub const NEEDS: &[switchboard::Need] = &[switchboard::Need::HostKeys];
+
 use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
 use serde_json::{Value, json};
 use switchboard::http::{ErrorStyle, JsonBody, require_bearer, respond};

@@ -6,7 +6,7 @@ use serde_json::Value;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    let deps = switchboard::init().await?;
+    let deps = switchboard::init(sweeper::NEEDS).await?;
     let deps = &deps;
     run(service_fn(move |event: LambdaEvent<Value>| async move {
         Ok::<_, Error>(sweeper::handler(deps, event.payload).await)

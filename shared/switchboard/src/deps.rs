@@ -6,7 +6,7 @@ use std::sync::{Arc, OnceLock};
 use aws_config::SdkConfig;
 
 use crate::clock::Clock;
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, Need};
 use crate::model::Store;
 use crate::sockets::Sockets;
 
@@ -104,10 +104,17 @@ impl Deps {
         }
     }
 
-    /// As deployed: configuration and endpoints from the environment, the system clock.
-    pub async fn from_env() -> Result<Self, ConfigError> {
+    /// As deployed: the configuration `needs` read and endpoints from the environment, the
+    /// system clock.
+    pub async fn from_env(needs: &[Need]) -> Result<Self, ConfigError> {
         let vars: HashMap<String, String> = std::env::vars().collect();
-        let config = Config::from_vars(&vars)?;
+        let config = Config::from_vars(&vars, needs)?;
+        for (name, closest) in crate::config::unknown_variables(vars.keys()) {
+            tracing::warn!(
+                "{}",
+                crate::config::unknown_variable_warning(&name, closest)
+            );
+        }
         // Compiled-in roots instead of the system's CA store, read and parsed at init.
         let http = match crate::tls::https_client(crate::tls::trust_store(
             crate::tls::aws_endpoints_only(&vars),

@@ -17,16 +17,18 @@ pub mod turn;
 pub mod validate;
 
 pub use clock::Clock;
-pub use config::Config;
+pub use config::{Config, Need};
 pub use deps::{Deps, Endpoints};
 pub use error::ApiError;
 
-/// Start-up shared by every function's `main`: tracing, then configuration and clients, once.
-/// A missing or malformed setting ends the process here, before the runtime asks for its
-/// first event, with one line naming the setting (Lambda reports the init failure with it).
-pub async fn init() -> Result<Deps, lambda_runtime::Error> {
+/// Start-up shared by every function's `main`: tracing, then configuration (exactly what the
+/// function `needs`, its crate's `NEEDS`) and clients, once. A missing or malformed setting
+/// ends the process here, before the runtime asks for its first event, with one line naming
+/// the setting (Lambda reports the init failure with it). A `SWITCHBOARD_*` name no function
+/// reads is logged as a warning (a misspelt setting would otherwise be silently ignored).
+pub async fn init(needs: &[Need]) -> Result<Deps, lambda_runtime::Error> {
     init_logging();
-    match Deps::from_env().await {
+    match Deps::from_env(needs).await {
         Ok(deps) => Ok(deps),
         Err(e) => {
             eprintln!("switchboard: {e}");

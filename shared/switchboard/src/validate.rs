@@ -90,7 +90,8 @@ mod tests {
             .map(|(logical, variable)| (variable.to_string(), logical.to_string()))
             .collect();
         vars.insert("SWITCHBOARD_REGIONS".into(), "local".into());
-        let config = crate::config::Config::from_vars(&vars).unwrap();
+        let config =
+            crate::config::Config::from_vars(&vars, &[crate::config::Need::Regions]).unwrap();
         assert_eq!(region(&config, "local").unwrap(), "local");
         assert_eq!(
             region(&config, "mars").unwrap_err().to_string(),
