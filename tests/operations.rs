@@ -336,3 +336,88 @@ fn the_deploy_and_image_scripts_are_clean_and_explain_themselves_offline() {
     );
     assert!(String::from_utf8_lossy(&wrong.stderr).contains("--no-such-option"));
 }
+
+#[test]
+fn the_network_is_made_only_when_no_subnets_are_given_and_used_everywhere_then() {
+    let t = template();
+    let r = resources(&t);
+    let made: Vec<&str> = r
+        .iter()
+        .filter(|(_, v)| {
+            v.get("Type")
+                .and_then(Value::as_str)
+                .is_some_and(|k| k.starts_with("AWS::EC2::"))
+        })
+        .filter_map(|(k, _)| k.as_str())
+        .collect();
+    for kind in ["VPC", "Subnet", "InternetGateway", "SecurityGroup", "Route"] {
+        assert!(
+            made.iter()
+                .any(|id| r[&Value::from(*id)]["Type"].as_str()
+                    == Some(&format!("AWS::EC2::{kind}"))),
+            "the template makes an AWS::EC2::{kind} when no subnets are given"
+        );
+    }
+    for id in &made {
+        assert_eq!(
+            r[&Value::from(*id)]["Condition"].as_str(),
+            Some("CreateNetwork"),
+            "{id} must exist only under CreateNetwork (no Subnets given)"
+        );
+    }
+    let (tag, args) = tagged(&t["Conditions"]["CreateNetwork"]);
+    assert_eq!(tag, "!Equals");
+    assert_eq!(
+        args[1].as_str(),
+        Some(""),
+        "CreateNetwork: Subnets is empty"
+    );
+    // Two availability zones, public: tasks get a public IP without a NAT gateway.
+    let zones: BTreeSet<String> = made
+        .iter()
+        .map(|id| &r[&Value::from(*id)])
+        .filter(|v| v["Type"].as_str() == Some("AWS::EC2::Subnet"))
+        .map(|v| {
+            assert_eq!(v["Properties"]["MapPublicIpOnLaunch"].as_bool(), Some(true));
+            format!("{:?}", v["Properties"]["AvailabilityZone"])
+        })
+        .collect();
+    assert_eq!(
+        zones.len(),
+        2,
+        "public subnets in two availability zones: {zones:?}"
+    );
+    let group = made
+        .iter()
+        .map(|id| &r[&Value::from(*id)])
+        .find(|v| v["Type"].as_str() == Some("AWS::EC2::SecurityGroup"))
+        .expect("security group");
+    let ingress = group["Properties"]["SecurityGroupIngress"]
+        .as_sequence()
+        .expect("ingress");
+    assert!(
+        ingress
+            .iter()
+            .all(|rule| rule["IpProtocol"].as_str() == Some("udp")),
+        "only media (UDP) comes in"
+    );
+    assert!(
+        ingress
+            .iter()
+            .any(|rule| is_ref_to(&rule["FromPort"], "MediaUdpPort")),
+        "the SFU's media port is admitted"
+    );
+
+    // Wherever a function or the template uses the subnets or groups, it takes the made ones
+    // under the condition.
+    let raw = std::fs::read_to_string(workspace_root().join("template.yaml")).expect("template");
+    for (i, line) in raw.lines().enumerate() {
+        if line.contains("!Ref Subnets") || line.contains("!Ref SecurityGroups") {
+            assert!(
+                line.contains("!If [CreateNetwork") || line.contains("!Join [\"\", !Ref"),
+                "template.yaml line {}: the given subnets/groups are used without the CreateNetwork choice: {line}",
+                i + 1
+            );
+        }
+    }
+}
