@@ -301,7 +301,10 @@ pub fn local_values(
     ws_url: &str,
     management_url: &str,
 ) -> Result<template::Values, StackError> {
-    let mut values = template::Values::default();
+    let mut values = template::Values {
+        conditions: template.conditions(),
+        ..template::Values::default()
+    };
     let mut from_variables: HashMap<String, String> = HashMap::new();
     for (variable, parameter) in template
         .variable_parameters()?

@@ -309,6 +309,17 @@ impl Template {
     }
 
     /// Template parameters' names.
+    /// The template's `Conditions`, by name (evaluated by `Values`).
+    pub fn conditions(&self) -> HashMap<String, Value> {
+        self.doc
+            .get("Conditions")
+            .and_then(Value::as_mapping)
+            .into_iter()
+            .flatten()
+            .filter_map(|(k, v)| Some((k.as_str()?.to_string(), v.clone())))
+            .collect()
+    }
+
     pub fn parameters(&self) -> Vec<String> {
         self.doc
             .get("Parameters")
@@ -464,6 +475,12 @@ fn parameter_ref(value: &Value) -> Option<&str> {
     if tagged.tag == "Join" {
         return parameter_ref(tagged.value.as_sequence()?.get(1)?);
     }
+    if tagged.tag == "If" {
+        // `!If [CreateNetwork, <made here>, !Join [",", !Ref Subnets]]`: the branch that names a
+        // parameter is the one the variable sets.
+        let branches = tagged.value.as_sequence()?;
+        return branches.iter().skip(1).find_map(parameter_ref);
+    }
     None
 }
 
@@ -480,6 +497,8 @@ pub struct Values {
     /// Variable name → value, for variables built from resources that are served differently
     /// here (the WebSocket API's URLs).
     pub variables: HashMap<String, String>,
+    /// The template's `Conditions`, evaluated with these values when an `!If` needs one.
+    pub conditions: HashMap<String, Value>,
 }
 
 impl Values {
@@ -492,8 +511,64 @@ impl Values {
             .ok_or_else(|| format!("{name} has no value here"))
     }
 
+    /// A condition of the template (`!Equals`, `!Not`, `!And`, `!Or`, `!Condition`), evaluated.
+    fn condition(&self, name: &str) -> Result<bool, String> {
+        let expression = self
+            .conditions
+            .get(name)
+            .ok_or_else(|| format!("condition {name} is not in the template"))?;
+        self.evaluate(expression)
+    }
+
+    fn evaluate(&self, expression: &Value) -> Result<bool, String> {
+        let Value::Tagged(tagged) = expression else {
+            return match expression.get("Condition").and_then(Value::as_str) {
+                Some(name) => self.condition(name),
+                None => Err(format!("{expression:?} is not a condition")),
+            };
+        };
+        let operands = || {
+            tagged
+                .value
+                .as_sequence()
+                .ok_or_else(|| format!("!{} takes a list", tagged.tag))
+        };
+        match tagged.tag.to_string().trim_start_matches('!') {
+            "Equals" => match operands()?.as_slice() {
+                [a, b] => Ok(self.resolve(a)? == self.resolve(b)?),
+                _ => Err("!Equals takes two values".into()),
+            },
+            "Not" => match operands()?.as_slice() {
+                [a] => Ok(!self.evaluate(a)?),
+                _ => Err("!Not takes one condition".into()),
+            },
+            "And" => operands()?
+                .iter()
+                .try_fold(true, |all, c| Ok(all && self.evaluate(c)?)),
+            "Or" => operands()?
+                .iter()
+                .try_fold(false, |any, c| Ok(any || self.evaluate(c)?)),
+            "Condition" => {
+                self.condition(tagged.value.as_str().ok_or("!Condition of a non-string")?)
+            }
+            other => Err(format!("!{other} is not a condition here")),
+        }
+    }
+
     pub fn resolve(&self, value: &Value) -> Result<String, String> {
         match value {
+            Value::Tagged(tagged) if tagged.tag == "If" => {
+                let parts = tagged.value.as_sequence().ok_or("!If of a non-list")?;
+                let [condition, then, otherwise] = parts.as_slice() else {
+                    return Err("!If takes [condition, value, value]".into());
+                };
+                let name = condition.as_str().ok_or("!If's condition is a name")?;
+                self.resolve(if self.condition(name)? {
+                    then
+                } else {
+                    otherwise
+                })
+            }
             Value::String(s) => Ok(s.clone()),
             Value::Number(n) => Ok(n.to_string()),
             Value::Bool(b) => Ok(b.to_string()),
@@ -543,7 +618,10 @@ impl Values {
 /// (secrets, the VPC, a sessions application in a second region), resources named as
 /// CloudFormation names them.
 pub fn deployed_values(template: &Template) -> Values {
-    let mut values = Values::default();
+    let mut values = Values {
+        conditions: template.conditions(),
+        ..Values::default()
+    };
     let given: HashMap<&str, String> = [
         ("HostKeys", "host-key-1,host-key-2".to_string()),
         ("OperatorKeys", "operator-key".to_string()),
