@@ -247,7 +247,7 @@ fn the_dashboard_is_json_and_names_only_what_the_template_declares() {
             resource.starts_with("AWS::") || known.contains(resource),
             "the dashboard names {name}, which template.yaml does not declare"
         );
-        json.push_str("x");
+        json.push('x');
         rest = &rest[end + 1..];
     }
     json.push_str(rest);
