@@ -1,5 +1,6 @@
-// Shared by the demo pages: parameters, the step log, the HTTP API, the signaling socket,
-// peer connections with trickle ICE, and stats. Plain ES modules, no build step.
+// Shared by the demo pages: parameters, the step log, media and stats. Everything that talks to
+// Switchboard (the HTTP API, the signaling socket, peer connections) is the SDK,
+// switchboard-client, which the local stack serves at /sdk/ (built from sdk/ into sdk/dist).
 
 // ---------------------------------------------------------------- parameters
 
@@ -101,238 +102,55 @@ export function fact(key, value) {
   row.lastChild.textContent = typeof value === 'string' ? value : JSON.stringify(value);
 }
 
-// ---------------------------------------------------------------- HTTP API
-
-/** Calls the HTTP API; records the step with status and body; never throws for HTTP errors. */
-export async function api(name, method, path, { body, key, base = apiBase() } = {}) {
-  const headers = {};
-  if (body !== undefined) headers['content-type'] = 'application/json';
-  if (key) headers.authorization = `Bearer ${key}`;
-  let status = 0;
-  let json = null;
-  try {
-    const response = await fetch(base + path, {
-      method,
-      headers,
-      body: body === undefined ? undefined : JSON.stringify(body),
-    });
-    status = response.status;
-    const text = await response.text();
-    try {
-      json = JSON.parse(text);
-    } catch {
-      json = { raw: text };
-    }
-  } catch (e) {
-    json = { message: `network error: ${e.message}` };
-  }
-  const ok = status >= 200 && status < 300;
-  step(name, ok, `${method} ${path} → ${status || 'no response'} ${JSON.stringify(json)}`);
-  return { status, ok, body: json };
-}
-
-// ---------------------------------------------------------------- signaling
+// ---------------------------------------------------------------- the SDK, with its calls shown
 
 /**
- * One WebSocket to the signaling API. Frames out are `{action, data}`; frames in are objects
- * with a `type` (or, for relayed handshakes, the sender's data object with `sender`).
+ * A `fetch` for the SDK's `Switchboard` that records each HTTP call as a step (method, path,
+ * status, body), so the page shows what it asked and what it got.
  */
-export class Signaling {
-  constructor(url) {
-    this.url = url;
-    this.handlers = new Map();
-    this.ws = null;
-    this.pinger = null;
-  }
-
-  on(type, handler) {
-    this.handlers.set(type, handler);
-    return this;
-  }
-
-  connect(timeoutMs = 10000) {
-    return new Promise((resolve, reject) => {
-      const ws = new WebSocket(this.url);
-      this.ws = ws;
-      const timer = setTimeout(() => {
-        ws.close();
-        reject(new Error(`no connection to ${this.url} within ${timeoutMs} ms`));
-      }, timeoutMs);
-      setStatus(`connecting to ${this.url}…`);
-      ws.onopen = () => {
-        clearTimeout(timer);
-        step('websocket open', true, this.url);
-        // Keep-alive under API Gateway's 10 min idle timeout.
-        this.pinger = setInterval(() => this.send('ping'), 5 * 60 * 1000);
-        resolve();
-      };
-      ws.onerror = () => {
-        clearTimeout(timer);
-        reject(new Error(`websocket error on ${this.url}`));
-      };
-      ws.onclose = (e) => {
-        clearInterval(this.pinger);
-        fact('socket', `closed (${e.code})`);
-        this.handlers.get('close')?.(e);
-      };
-      ws.onmessage = (e) => this.#receive(e.data);
-    });
-  }
-
-  #receive(raw) {
-    let frame;
+export function loggedFetch(label = (method, path) => `${method} ${path}`) {
+  return async (url, init = {}) => {
+    const method = init.method || 'GET';
+    const { pathname, search } = new URL(url);
+    const name = label(method, pathname);
     try {
-      frame = JSON.parse(raw);
-    } catch {
-      step('signaling frame', false, `not JSON: ${raw}`);
-      return;
-    }
-    demo.events.push(frame);
-    if (frame.type === 'error') {
-      step(`signaling error (${frame.action})`, false, frame);
-    }
-    // Relayed handshakes are the sender's data object: they carry `sender`.
-    const kind = frame.sender !== undefined ? 'handshake' : frame.type;
-    const handler = this.handlers.get(kind) || this.handlers.get('*');
-    if (handler) handler(frame);
-  }
-
-  send(action, data) {
-    if (!this.ws || this.ws.readyState !== WebSocket.OPEN) {
-      step(`send ${action}`, false, 'socket is not open');
-      return false;
-    }
-    this.ws.send(JSON.stringify(data === undefined ? { action } : { action, data }));
-    return true;
-  }
-
-  /** Sends identify and waits for `identified` (or the error frame). */
-  identify(data, timeoutMs = 10000) {
-    return new Promise((resolve, reject) => {
-      const previous = [this.handlers.get('identified'), this.handlers.get('error')];
-      const done = (fn, value) => {
-        clearTimeout(timer);
-        this.handlers.set('identified', previous[0]);
-        this.handlers.set('error', previous[1]);
-        fn(value);
-      };
-      const timer = setTimeout(() => done(reject, new Error(`no reply to identify within ${timeoutMs} ms`)), timeoutMs);
-      this.handlers.set('identified', (frame) => done(resolve, frame));
-      this.handlers.set('error', (frame) => {
-        if (frame.action === 'identify') done(reject, new Error(`identify refused: ${frame.status} ${frame.message}`));
-        else previous[1]?.(frame);
-      });
-      const shown = { ...data };
-      for (const secret of ['token', 'hostId']) if (shown[secret]) shown[secret] = '•••';
-      step('identify sent', true, shown);
-      this.send('identify', data);
-    });
-  }
-
-  /** Explicit leave (`disconnect`), then close the socket. */
-  leave() {
-    this.leaving = true;
-    if (this.ws?.readyState === WebSocket.OPEN) this.send('disconnect');
-    this.close();
-  }
-
-  close() {
-    this.leaving = true;
-    clearInterval(this.pinger);
-    if (this.ws && this.ws.readyState <= WebSocket.OPEN) this.ws.close();
-  }
-}
-
-// ---------------------------------------------------------------- peer connections
-
-/**
- * One RTCPeerConnection negotiated over the signaling socket with one remote peer, with
- * trickle ICE: our candidates go out as handshakes as they are found; theirs are queued until
- * the remote description is set.
- */
-export class PeerLink {
-  /**
-   * @param {object} o
-   * @param {Signaling} o.signaling
-   * @param {string} o.label  shown in step names
-   * @param {string} o.type   handshake type we send: "producer" or "consumer"
-   * @param {string|undefined} o.receiver  peer id, or undefined for the room's serving peer
-   * @param {RTCConfiguration} o.config
-   * @param {object} [o.fields]  sent in every handshake of this link (a consumer's `remotePeerId`)
-   */
-  constructor({ signaling, label, type, receiver, config, fields = {} }) {
-    this.signaling = signaling;
-    this.label = label;
-    this.type = type;
-    this.receiver = receiver;
-    this.fields = fields;
-    this.pending = [];
-    this.pc = new RTCPeerConnection(config);
-    this.pc.onicecandidate = (e) => {
-      if (!e.candidate) {
-        step(`${label}: ICE gathering complete`, true, this.pc.iceGatheringState);
-        return;
-      }
-      this.#handshake({ candidate: e.candidate.toJSON() });
-    };
-    this.pc.oniceconnectionstatechange = () => {
-      const state = this.pc.iceConnectionState;
-      fact(`${label} ICE`, state);
-      step(`${label}: ICE ${state}`, state !== 'failed');
-      if (['connected', 'completed'].includes(state)) setStatus(`${label}: ICE ${state}`, 'ok');
-      if (state === 'disconnected') setStatus(`${label}: ICE disconnected`, 'info');
-    };
-    this.pc.onconnectionstatechange = () => fact(`${label} connection`, this.pc.connectionState);
-    this.pc.onicecandidateerror = (e) => {
-      // Chromium reports one per unreachable STUN/TURN URL; worth seeing, not fatal by itself.
-      step(`${label}: ICE candidate error`, false, `${e.url || ''} ${e.errorCode} ${e.errorText}`);
-    };
-  }
-
-  #handshake(extra) {
-    const data = { type: this.type, ...this.fields, ...extra };
-    if (this.receiver) data.receiver = this.receiver;
-    this.signaling.send('handshake', data);
-  }
-
-  /** Creates and sends the offer; `extra` rides along in the handshake frame. */
-  async offer(extra = {}) {
-    const offer = await this.pc.createOffer();
-    await this.pc.setLocalDescription(offer);
-    this.#handshake({ description: this.pc.localDescription.toJSON(), ...extra });
-    step(`${this.label}: offer sent`, true, `${offer.sdp.length} bytes of SDP`);
-  }
-
-  /** Handles a relayed handshake frame: a description (offer or answer) or a candidate. */
-  async receive(frame) {
-    if (frame.description) {
-      const { type } = frame.description;
-      step(`${this.label}: ${type} received`, true, `from ${frame.sender}`);
-      await this.pc.setRemoteDescription(frame.description);
-      for (const candidate of this.pending.splice(0)) await this.#addCandidate(candidate);
-      if (type === 'offer') {
-        const answer = await this.pc.createAnswer();
-        await this.pc.setLocalDescription(answer);
-        this.#handshake({ description: this.pc.localDescription.toJSON() });
-        step(`${this.label}: answer sent`, true, `to ${frame.sender}`);
-      }
-    } else if (frame.candidate !== undefined) {
-      if (!this.pc.remoteDescription) this.pending.push(frame.candidate);
-      else await this.#addCandidate(frame.candidate);
-    }
-  }
-
-  async #addCandidate(candidate) {
-    try {
-      await this.pc.addIceCandidate(candidate);
+      const response = await fetch(url, init);
+      const text = await response.clone().text();
+      step(name, response.ok, `${method} ${pathname}${search} → ${response.status} ${text}`);
+      return response;
     } catch (e) {
-      step(`${this.label}: addIceCandidate`, false, e.message);
+      step(name, false, `${method} ${pathname} → no response: ${e.message}`);
+      throw e;
     }
-  }
+  };
+}
 
-  close() {
-    this.pc.close();
-  }
+/** Shows every signaling frame the SDK's `Signaling` receives, and its socket's ups and downs. */
+export function showSignaling(signaling, { label = '' } = {}) {
+  signaling.on('frame', (frame) => {
+    demo.events.push(frame);
+    if (frame.type === 'error') step(`signaling error (${frame.action})`, false, frame);
+  });
+  signaling.on('invalid', ({ raw }) => step('signaling frame', false, `not a frame: ${raw.slice(0, 200)}`));
+  signaling.on('open', ({ url, attempt }) => {
+    step(attempt ? 'websocket open again' : 'websocket open', true, url);
+    fact('socket', 'open');
+  });
+  signaling.on('close', ({ code, willReconnect }) => {
+    fact('socket', `closed (${code})${willReconnect ? ', reconnecting' : ''}`);
+    demo.state.socketCloses = (demo.state.socketCloses || 0) + 1;
+  });
+  signaling.on('reconnecting', ({ attempt, delayMs }) => step('reconnecting', true, `attempt ${attempt} in ${delayMs} ms`));
+  signaling.on('reconnected', (ack) => {
+    step('identified again', true, ack);
+    demo.state.reconnects = (demo.state.reconnects || 0) + 1;
+  });
+  signaling.on('failed', ({ error }) => step('reconnect', false, error.message));
+  signaling.on('pong', () => fact('last pong', new Date().toISOString().slice(11, 19)));
+  signaling.on('handshake', (frame) => {
+    const what = frame.description ? frame.description.type : 'candidate';
+    if (frame.description) step(`${label || frame.sender}: ${what} received`, true, `from ${frame.sender}`);
+  });
 }
 
 /** The selected candidate pair as `{state, local: {type, address, port, protocol}, remote: {...}}`. */

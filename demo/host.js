@@ -1,6 +1,8 @@
-// Host: heartbeat every 20 s, identify as the room's host, answer each viewer's offer with
-// video and a data channel, report busy while anyone watches and idle when the last leaves.
-import { $, api, chatLine, defaultWsUrl, demo, fact, localVideo, params, PeerLink, randomId, setStatus, Signaling, step, watchStats } from './common.js';
+// Host, on the SDK's HostSession: heartbeat every 20 s, identify as the room's host, answer each
+// viewer's offer with video and a data channel, report busy while anyone watches and idle when
+// the last leaves.
+import { HostSession, Switchboard } from '../sdk/index.js';
+import { $, apiBase, chatLine, defaultWsUrl, demo, fact, localVideo, loggedFetch, params, randomId, setStatus, showSignaling, step, watchStats } from './common.js';
 
 const HEARTBEAT_MS = 20000;
 const p = params();
@@ -13,166 +15,104 @@ $('#source').value = p.source || 'camera';
 $('#policy').value = p.policy || 'all';
 $('#ws').value = defaultWsUrl(p);
 
-let signaling = null;
+let host = null;
 let stream = null;
-let heartbeat = null;
-let status = 'idle';
-let hostIceServers = [];
-const viewers = new Map(); // viewer id → {link, channel, stopStats}
-const early = new Map(); // viewer id → handshake frames that came before its offer
+const stopStats = new Map(); // viewer id → stop its stats
 demo.state.viewers = [];
 
-function settings() {
-  return {
-    hostKey: $('#hostKey').value.trim(),
-    hostId: $('#hostId').value.trim(),
-    roomId: $('#roomId').value.trim(),
-    region: $('#region').value,
-    source: $('#source').value,
-    policy: $('#policy').value,
-    ws: $('#ws').value.trim(),
-  };
-}
-
-async function sendHeartbeat(s) {
-  const r = await api('heartbeat', 'POST', '/api/host/heartbeat', {
-    key: s.hostKey,
-    body: { hostId: s.hostId, roomId: s.roomId, region: s.region, status },
-  });
-  fact('last heartbeat', `${new Date().toISOString().slice(11, 19)} → ${r.status}`);
-  if (r.ok && Array.isArray(r.body?.iceServers)) {
-    hostIceServers = r.body.iceServers;
-    fact('iceServers', hostIceServers.map((x) => [].concat(x.urls).join(' ')).join('; ') || 'none');
-  }
-  return r;
-}
-
-async function reportStatus(s, next) {
-  if (status === next) return;
-  status = next;
-  fact('host status', next);
-  await api(`status ${next}`, 'POST', '/api/host/status', { key: s.hostKey, body: { hostId: s.hostId, status: next } });
-}
-
 function viewerList() {
-  demo.state.viewers = [...viewers.keys()];
+  demo.state.viewers = [...host.viewers.keys()];
   fact('viewers', demo.state.viewers.length ? demo.state.viewers.join(', ') : 'none');
-}
-
-async function removeViewer(s, id, why) {
-  const viewer = viewers.get(id);
-  if (!viewer) return;
-  viewers.delete(id);
-  viewer.stopStats();
-  viewer.link.close();
-  step(`viewer ${id} left`, true, why);
-  viewerList();
-  if (viewers.size === 0) {
-    await reportStatus(s, 'idle');
-    setStatus(`hosting room ${s.roomId}: idle, waiting for viewers`, 'ok');
-  }
-}
-
-async function onHandshake(s, frame) {
-  const id = frame.sender;
-  let viewer = viewers.get(id);
-  if (!viewer) {
-    if (!frame.description) {
-      // Frames of one socket reach us in no particular order (API Gateway invokes one Lambda
-      // per frame): a candidate may overtake its offer. Keep it for when the offer comes.
-      if (!early.has(id)) early.set(id, []);
-      early.get(id).push(frame);
-      return;
-    }
-    // The host's own ICE servers, with TURN credentials from its latest heartbeat.
-    const iceServers = hostIceServers;
-    const link = new PeerLink({
-      signaling,
-      label: `viewer ${id}`,
-      type: 'producer',
-      receiver: id,
-      config: { iceServers, iceTransportPolicy: s.policy },
-    });
-    viewer = { link, channel: null, stopStats: () => {} };
-    viewers.set(id, viewer);
-    viewerList();
-    step(`viewer ${id} arrived`, true, `${iceServers.length} ICE server(s) from the heartbeat`);
-    await reportStatus(s, 'busy');
-    setStatus(`hosting room ${s.roomId}: busy, ${viewers.size} viewer(s)`, 'ok');
-    for (const track of stream.getTracks()) link.pc.addTrack(track, stream);
-    link.pc.ondatachannel = (e) => {
-      viewer.channel = e.channel;
-      e.channel.onopen = () => step(`viewer ${id}: data channel open`, true, e.channel.label);
-      e.channel.onmessage = (m) => {
-        chatLine(id, m.data);
-        // Answer so the viewer sees its message make the round trip.
-        e.channel.send(`host got: ${m.data}`);
-        chatLine('me', `host got: ${m.data}`);
-      };
-      e.channel.onclose = () => step(`viewer ${id}: data channel closed`, true);
-    };
-    link.pc.addEventListener('connectionstatechange', () => {
-      if (['failed', 'closed'].includes(link.pc.connectionState)) removeViewer(s, id, `connection ${link.pc.connectionState}`);
-    });
-    viewer.stopStats = watchStats(link.pc, `viewer ${id}`);
-  }
-  try {
-    await viewer.link.receive(frame);
-    for (const candidate of early.get(id)?.splice(0) ?? []) await viewer.link.receive(candidate);
-  } catch (e) {
-    step(`viewer ${id}: negotiation`, false, e.message);
-  }
 }
 
 async function start(e) {
   e?.preventDefault();
-  const s = settings();
+  const s = {
+    hostKey: $('#hostKey').value.trim(),
+    hostId: $('#hostId').value.trim(),
+    roomId: $('#roomId').value.trim(),
+    region: $('#region').value,
+    policy: $('#policy').value,
+  };
   $('#start').disabled = true;
   $('#stop').disabled = false;
   try {
     if (!s.hostId || !s.roomId) throw new Error('hostId and roomId are required');
-    stream = await localVideo(s.source);
+    stream = await localVideo($('#source').value);
     $('#local').srcObject = stream;
     fact('roomId', s.roomId);
     fact('region', s.region);
-    fact('host status', status);
-    const first = await sendHeartbeat(s);
-    if (!first.ok) throw new Error(`heartbeat refused (${first.status}): ${first.body?.message || ''}`);
-    heartbeat = setInterval(() => sendHeartbeat(s), HEARTBEAT_MS);
+    fact('host status', 'idle');
+    const switchboard = new Switchboard({
+      apiUrl: apiBase(p),
+      hostKey: s.hostKey,
+      // `status busy` / `status idle` / `heartbeat`, as the steps the page shows.
+      fetch: loggedFetch((method, path) => (path.endsWith('/status') ? `status ${host?.status}` : path.split('/').pop())),
+    });
+    host = new HostSession({
+      switchboard,
+      hostId: s.hostId,
+      roomId: s.roomId,
+      region: s.region,
+      peerId: p.peerId || randomId('host'),
+      heartbeatMs: HEARTBEAT_MS,
+      iceTransportPolicy: s.policy,
+      ...(p.ws ? { signalingUrl: p.ws } : {}),
+    });
+    demo.host = host;
+    host.on('heartbeat', (beat) => {
+      fact('last heartbeat', `${new Date().toISOString().slice(11, 19)} → 200`);
+      fact('iceServers', beat.iceServers.map((x) => [].concat(x.urls).join(' ')).join('; ') || 'none');
+      fact('signalingUrl', beat.signalingUrl);
+    });
+    host.on('viewer', ({ id, pc }) => {
+      step(`viewer ${id} arrived`, true, `${host.iceServers.length} ICE server(s) from the heartbeat`);
+      viewerList();
+      stopStats.set(id, watchStats(pc, `viewer ${id}`));
+      setStatus(`hosting room ${s.roomId}: busy, ${host.viewers.size} viewer(s)`, 'ok');
+    });
+    host.on('channel', ({ id, channel }) => {
+      channel.addEventListener('open', () => step(`viewer ${id}: data channel open`, true, channel.label));
+      channel.addEventListener('close', () => step(`viewer ${id}: data channel closed`, true));
+    });
+    host.on('message', ({ id, data, channel }) => {
+      chatLine(id, data);
+      // Answer so the viewer sees its message make the round trip.
+      channel.send(`host got: ${data}`);
+      chatLine('me', `host got: ${data}`);
+    });
+    host.on('viewerLeft', ({ id, why }) => {
+      stopStats.get(id)?.();
+      stopStats.delete(id);
+      step(`viewer ${id} left`, true, why);
+      viewerList();
+      if (host.viewers.size === 0) setStatus(`hosting room ${s.roomId}: idle, waiting for viewers`, 'ok');
+    });
+    host.on('status', ({ status }) => fact('host status', status));
+    host.on('error', ({ error, during }) => step(during, false, error.message));
 
-    const wsUrl = p.ws || first.body?.signalingUrl || s.ws;
-    fact('signalingUrl', wsUrl);
-    signaling = new Signaling(wsUrl);
-    signaling
-      .on('handshake', (frame) => onHandshake(s, frame))
-      .on('clientDisconnect', (frame) => {
-        step('clientDisconnect', true, frame.clientId);
-        demo.state.clientDisconnects = [...(demo.state.clientDisconnects || []), frame.clientId];
-        removeViewer(s, frame.clientId, 'clientDisconnect');
-      })
-      .on('pong', () => fact('last pong', new Date().toISOString().slice(11, 19)))
-      .on('error', () => {})
-      .on('close', () => {
-        if (!signaling.leaving) step('signaling closed', false, 'the socket closed; viewers can no longer reach this host');
-      });
-    await signaling.connect();
-    const hostPeerId = p.peerId || randomId('host');
-    const ack = await signaling.identify({ id: hostPeerId, type: 'host', roomId: s.roomId, hostId: s.hostId });
+    const ack = await host.start(stream);
+    showSignaling(host.signaling);
+    host.signaling.on('clientDisconnect', ({ clientId }) => {
+      step('clientDisconnect', true, clientId);
+      demo.state.clientDisconnects = [...(demo.state.clientDisconnects || []), clientId];
+    });
+    host.signaling.on('close', ({ willReconnect }) => {
+      if (!willReconnect && !demo.state.stopped) step('signaling closed', false, 'the socket closed; viewers can no longer reach this host');
+    });
     step('identified', true, ack);
     fact('peer id', ack.id);
     demo.state.ready = true;
     setStatus(`hosting room ${s.roomId}: waiting for viewers (heartbeat every ${HEARTBEAT_MS / 1000} s)`, 'ok');
   } catch (err) {
-    step('start', false, err.message);
+    step('start', false, `${err.status ? `${err.status} ` : ''}${err.message}`);
     $('#start').disabled = false;
   }
 }
 
-async function stop() {
-  const s = settings();
-  clearInterval(heartbeat);
-  for (const id of [...viewers.keys()]) await removeViewer(s, id, 'host stopped');
-  signaling?.leave();
+function stop() {
+  demo.state.stopped = true;
+  host?.stop();
   stream?.getTracks().forEach((t) => t.stop());
   demo.state.ready = false;
   $('#start').disabled = false;
@@ -186,7 +126,7 @@ $('#stop').addEventListener('click', stop);
 $('#chat-form').addEventListener('submit', (e) => {
   e.preventDefault();
   const input = $('#chat-form input');
-  for (const { channel } of viewers.values()) if (channel?.readyState === 'open') channel.send(input.value);
+  for (const { channel } of host?.viewers.values() ?? []) if (channel?.readyState === 'open') channel.send(input.value);
   chatLine('me', input.value);
   input.value = '';
 });

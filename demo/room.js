@@ -1,8 +1,9 @@
-// Rooms flow (the Arbiter client): getRoomId for the URL path; on 404 claimRoom (a warm room
-// whose SFU is up); join as a client; send camera and microphone to the room's SFU on one
-// producer connection (with the negotiated `chat` and `features` data channels); answer the
-// SFU's offer of one consumer connection per other participant, and show each of them.
-import { $, api, chatLine, defaultWsUrl, demo, fact, localMedia, params, PeerLink, randomId, selectedPair, describePair, setStatus, Signaling, step } from './common.js';
+// Rooms flow (the Arbiter client), on the SDK's RoomCall: getRoomId for the URL path, on 404
+// claimRoom (a warm room whose SFU is up); join as a client; send camera and microphone to the
+// room's SFU once (with the negotiated `chat` and `features` data channels); every other
+// participant arrives on a consumer connection of its own, and is shown.
+import { RoomCall, Switchboard } from '../sdk/index.js';
+import { $, apiBase, chatLine, defaultWsUrl, demo, describePair, fact, localMedia, loggedFetch, params, randomId, selectedPair, setStatus, showSignaling, step } from './common.js';
 
 const p = params();
 $('#path').value = p.path || 'myRoom';
@@ -11,17 +12,12 @@ $('#ws').value = defaultWsUrl(p);
 $('#ice').value = p.ice || '';
 $('#policy').value = p.policy || 'all';
 
-let signaling = null;
-let producer = null;
-let chat = null;
-let features = null;
+let call = null;
 let stream = null;
-let me = null;
-let config = null;
 let joinedAt = 0;
 let producerStats = null;
-const remotes = new Map(); // remote peer id → {link, tile, timer}
-const departed = new Set(); // peers the room said left: never shown again
+const tiles = new Map(); // remote peer id → {tile, timer, state}
+const departed = new Set(); // peers the room said left
 
 // What the end-to-end test reads (window.demo.state).
 demo.state.remotes = {}; // peer id → {audioTracks, videoTracks, framesDecoded, audioPackets, firstFrameMs, maxGapMs, ...}
@@ -34,36 +30,10 @@ demo.markGaps = () => {
   for (const r of Object.values(demo.state.remotes)) r.maxGapMs = 0;
 };
 
-async function resolveRoom(urlPath) {
-  const query = `/getRoomId?urlPath=${encodeURIComponent(urlPath)}`;
-  const first = await api('getRoomId', 'GET', query);
-  demo.state.getRoomId = [first.status];
-  if (first.ok) return first.body;
-  if (first.status !== 404) throw new Error(`getRoomId failed (${first.status})`);
-  // A room just created is warm once its SFU is up: ask again for a while (`wait` seconds).
-  const deadline = Date.now() + 1000 * Number(p.wait ?? 20);
-  let claim;
-  for (;;) {
-    claim = await api('claimRoom', 'PATCH', '/claimRoom', { body: { urlPath } });
-    demo.state.claimRoom = { status: claim.status, body: claim.body };
-    if (claim.ok || claim.status !== 404 || Date.now() > deadline) break;
-    setStatus(`no warm room yet for ${urlPath}: asking again…`);
-    await new Promise((r) => setTimeout(r, 500));
-  }
-  if (!claim.ok) throw new Error(`no warm room to claim (${claim.status}: ${claim.body?.message || ''})`);
-  const again = await api('getRoomId (after claim)', 'GET', query);
-  demo.state.getRoomId.push(again.status);
-  demo.state.getRoomIdAfterClaim = again.body;
-  if (!again.ok || (again.body.roomId ?? again.body.id) !== claim.body.roomId) {
-    throw new Error(`getRoomId after claimRoom does not return the claimed room: ${JSON.stringify(again.body)}`);
-  }
-  return claim.body;
-}
-
 function participants() {
-  const live = [...remotes.keys()];
+  const live = call ? call.participants : [];
   fact('participants', live.length ? live.join(', ') : 'only me');
-  setStatus(`in room ${demo.state.roomId} as ${me}: ${live.length} other participant(s)`, 'ok');
+  setStatus(`in room ${demo.state.roomId} as ${demo.state.myId}: ${live.length} other participant(s)`, 'ok');
 }
 
 /** Inbound video frames decoded and audio packets received on one consumer connection. */
@@ -79,11 +49,8 @@ async function inbound(pc) {
   return { framesDecoded, audioPackets };
 }
 
-/** The consumer connection that carries `peer` to us (created on the SFU's first frame for it). */
-function remoteFor(peer) {
-  let remote = remotes.get(peer);
-  if (remote) return remote;
-  const link = new PeerLink({ signaling, label: `from ${peer}`, type: 'consumer', fields: { remotePeerId: peer }, config });
+/** A tile for `peer`'s consumer connection `pc`, with its counters in demo.state.remotes. */
+function showParticipant(peer, pc) {
   const tile = document.createElement('figure');
   const video = document.createElement('video');
   Object.assign(video, { autoplay: true, playsInline: true, muted: 'muted' in p });
@@ -91,8 +58,8 @@ function remoteFor(peer) {
   caption.textContent = peer;
   tile.append(video, caption);
   $('#videos').append(tile);
-  const media = new MediaStream();
-  video.srcObject = media;
+  video.srcObject = new MediaStream();
+  // A participant seen again (after a reconnect) keeps its counters' history but restarts them.
   const state = (demo.state.remotes[peer] = {
     audioTracks: 0,
     videoTracks: 0,
@@ -102,21 +69,17 @@ function remoteFor(peer) {
     maxGapMs: 0,
     closed: false,
   });
-  link.pc.ontrack = (e) => {
-    media.addTrack(e.track);
-    state[`${e.track.kind}Tracks`] += 1;
-    step(`${peer}: ${e.track.kind} track`, true, e.track.id);
-  };
   let lastFrames = 0;
   let lastChange = performance.now();
   const timer = setInterval(async () => {
-    if (link.pc.connectionState === 'closed') return;
+    if (pc.connectionState === 'closed') return;
     try {
       const now = performance.now();
-      const { framesDecoded, audioPackets } = await inbound(link.pc);
+      const { framesDecoded, audioPackets } = await inbound(pc);
       if (framesDecoded > lastFrames) {
         if (state.firstFrameMs === null) {
           state.firstFrameMs = Math.round(now - joinedAt);
+          state.firstFrameAt = Math.round(now);
           step(`${peer}: first video frame`, true, `${state.firstFrameMs} ms after join`);
         }
         lastFrames = framesDecoded;
@@ -129,79 +92,28 @@ function remoteFor(peer) {
       fact(`${peer} stats`, `error: ${err.message}`);
     }
   }, 100);
-  remote = { link, tile, timer, state };
-  remotes.set(peer, remote);
-  participants();
-  return remote;
+  tiles.set(peer, { tile, timer, state, video });
 }
 
-async function onHandshake(frame) {
-  try {
-    if (frame.type === 'consumer') {
-      const peer = frame.remotePeerId;
-      if (typeof peer !== 'string' || !peer) {
-        step('consumer frame', false, `without remotePeerId: ${JSON.stringify(frame).slice(0, 200)}`);
-        return;
-      }
-      if (frame.description?.type === 'offer') {
-        demo.state.offeredPeers.push(peer);
-        if (departed.has(peer)) {
-          demo.state.offersForDeparted.push(peer);
-          step(`offer for ${peer}`, false, 'the room said it left');
-        }
-      }
-      if (departed.has(peer)) return;
-      await remoteFor(peer).link.receive(frame);
-    } else {
-      await producer?.receive(frame);
-      if (frame.description?.type === 'answer') demo.state.answerReceived = true;
-    }
-  } catch (err) {
-    step('negotiation', false, err.message);
-  }
-}
-
-/** The room says `peer` left: its tile goes; its connection is watched a little longer, then closed. */
-function onClientDisconnect(peer) {
-  departed.add(peer);
-  demo.state.clientDisconnects.push(peer);
-  step('clientDisconnect', true, `${peer} left`);
-  const remote = remotes.get(peer);
-  if (!remote) return;
-  remotes.delete(peer);
-  remote.tile.remove();
+/** The room says `peer` left: its tile goes; what still arrives on its connection is counted, then it closes. */
+function onParticipantLeft(peer) {
+  const shown = tiles.get(peer);
+  if (!shown) return;
+  tiles.delete(peer);
+  shown.tile.remove();
   participants();
   // What still arrives from the departed peer after half a second (in flight before that is fine).
   setTimeout(() => {
-    const at = { framesDecoded: remote.state.framesDecoded, audioPackets: remote.state.audioPackets };
+    const at = { framesDecoded: shown.state.framesDecoded, audioPackets: shown.state.audioPackets };
     setTimeout(() => {
-      remote.state.afterLeaving = {
-        framesDecoded: remote.state.framesDecoded - at.framesDecoded,
-        audioPackets: remote.state.audioPackets - at.audioPackets,
+      shown.state.afterLeaving = {
+        framesDecoded: shown.state.framesDecoded - at.framesDecoded,
+        audioPackets: shown.state.audioPackets - at.audioPackets,
       };
-      remote.state.closed = true;
-      clearInterval(remote.timer);
-      remote.link.close();
+      shown.state.closed = true;
+      clearInterval(shown.timer);
     }, 2500);
   }, 500);
-}
-
-function receiveChat(channel) {
-  return (m) => {
-    let who = '?';
-    let text = String(m.data);
-    try {
-      const parsed = JSON.parse(m.data);
-      if (parsed && typeof parsed.text === 'string') {
-        who = String(parsed.from ?? '?');
-        text = parsed.text;
-      }
-    } catch {
-      // not ours: shown as it came
-    }
-    if (channel === 'chat') chatLine(who, text);
-    else step(`features message from ${who}`, true, text);
-  };
 }
 
 async function join(e) {
@@ -212,79 +124,110 @@ async function join(e) {
     const urlPath = $('#path').value.trim();
     setStatus(`resolving the room of ${urlPath}…`);
     fact('urlPath', urlPath);
-    const room = await resolveRoom(urlPath);
-    const roomId = room.roomId ?? room.id;
-    const iceServers = $('#ice').value.trim() ? JSON.parse($('#ice').value) : room.iceServers || [];
-    const policy = $('#policy').value;
-    config = { iceServers, iceTransportPolicy: policy };
-    fact('iceServers', iceServers.map((s) => [].concat(s.urls).join(' ')).join('; ') || 'none');
-    fact('ICE policy', policy);
-    fact('roomId', roomId);
-    demo.state.roomId = roomId;
+    const switchboard = new Switchboard({ apiUrl: apiBase(p), fetch: loggedFetch() });
+    const ice = $('#ice').value.trim();
+    call = new RoomCall({
+      switchboard,
+      urlPath,
+      peerId: p.peerId || randomId('client'),
+      // A room just created is warm once its SFU is up: claimRoom is asked again for a while.
+      waitMs: 1000 * Number(p.wait ?? 20),
+      signalingUrl: $('#ws').value.trim() || undefined,
+      iceServers: ice ? JSON.parse(ice) : undefined,
+      iceTransportPolicy: $('#policy').value,
+      // Keep a departed participant's connection 3 s, to show nothing more arrives on it.
+      closeLeftAfterMs: 3000,
+    });
+    demo.call = call;
+    call.on('participantJoined', ({ peerId }) => {
+      demo.state.offeredPeers.push(peerId);
+      if (departed.has(peerId)) {
+        // Either it came back (its socket was closed and it identified again) or the SFU offers
+        // someone who left: the test of a call where nobody reconnects counts these.
+        demo.state.offersForDeparted.push(peerId);
+        step(`offer for ${peerId}`, true, 'again, after the room said it left');
+      }
+      departed.delete(peerId);
+      showParticipant(peerId, call.consumers.get(peerId).pc);
+      participants();
+    });
+    call.on('track', ({ peerId, track }) => {
+      const shown = tiles.get(peerId);
+      if (!shown) return;
+      shown.video.srcObject.addTrack(track);
+      shown.state[`${track.kind}Tracks`] += 1;
+      step(`${peerId}: ${track.kind} track`, true, track.id);
+    });
+    call.on('participantLeft', ({ peerId }) => onParticipantLeft(peerId));
+    call.on('chat', ({ from, text, data }) => chatLine(from ?? '?', text ?? String(data)));
+    call.on('features', ({ from, text, data }) => step(`features message from ${from ?? '?'}`, true, text ?? String(data)));
+    call.on('channelOpen', () => {
+      step('chat channel open', true, 'chat (id 100)');
+      demo.state.channelOpen = true;
+    });
+    call.on('ended', ({ sfuId }) => {
+      step('sfuDisconnect', true, `the room's SFU ${sfuId} left`);
+      demo.state.sfuDisconnect = sfuId;
+      setStatus('the SFU left: the room is gone', 'fail');
+    });
+    call.on('reconnected', () => {
+      demo.state.reconnectedAt = Math.round(performance.now());
+      step('rejoined', true, 'the SFU negotiates with us again');
+    });
+    call.on('error', ({ error, during }) => step(during, false, error.message));
 
-    signaling = new Signaling($('#ws').value.trim());
-    signaling
-      .on('handshake', onHandshake)
-      .on('clientDisconnect', (frame) => onClientDisconnect(frame.clientId))
-      .on('sfuDisconnect', (frame) => {
-        step('sfuDisconnect', true, `the room's SFU ${frame.sfuId} left`);
-        demo.state.sfuDisconnect = frame.sfuId;
-        hangUp();
-        setStatus('the SFU left: the room is gone', 'fail');
-      })
-      .on('error', () => {})
-      .on('close', () => fact('socket', 'closed'));
-    await signaling.connect();
-    me = p.peerId || randomId('client');
-    const ack = await signaling.identify({ id: me, type: 'client', roomId });
-    step('identified', true, ack);
-    fact('my id', me);
-    demo.state.myId = me;
+    const joined = await call.join();
+    // The signaling socket's frames, and its reconnects, in the step log.
+    showSignaling(call.signaling, { label: 'the SFU' });
+    call.signaling.on('clientDisconnect', ({ clientId }) => {
+      departed.add(clientId);
+      demo.state.clientDisconnects.push(clientId);
+      step('clientDisconnect', true, `${clientId} left`);
+    });
+    demo.state.getRoomId = [joined.claimed ? 404 : 200];
+    if (joined.claimed) {
+      demo.state.claimRoom = { status: 200, body: call.room };
+      // The claimed room is the path's room from now on.
+      const again = await switchboard.getRoomId(urlPath);
+      demo.state.getRoomId.push(200);
+      if (again.roomId !== joined.roomId) throw new Error(`getRoomId after claimRoom does not return the claimed room: ${JSON.stringify(again)}`);
+    }
+    const { iceServers, iceTransportPolicy } = { iceServers: ice ? JSON.parse(ice) : call.room.iceServers, iceTransportPolicy: $('#policy').value };
+    fact('iceServers', iceServers.map((s) => [].concat(s.urls).join(' ')).join('; ') || 'none');
+    fact('ICE policy', iceTransportPolicy);
+    fact('roomId', joined.roomId);
+    fact('my id', joined.peerId);
+    step('identified', true, joined);
+    demo.state.roomId = joined.roomId;
+    demo.state.myId = joined.peerId;
 
     stream = await localMedia($('#source').value);
     $('#local').srcObject = stream;
-    producer = new PeerLink({ signaling, label: 'to the SFU', type: 'producer', config });
-    for (const track of stream.getTracks()) producer.pc.addTrack(track, stream);
-    // The Arbiter's channels: negotiated (no in-band announcement), fixed ids.
-    chat = producer.pc.createDataChannel('chat', { negotiated: true, id: 100 });
-    features = producer.pc.createDataChannel('features', { negotiated: true, id: 110 });
-    chat.onopen = () => {
-      step('chat channel open', true, 'chat (id 100)');
-      demo.state.channelOpen = true;
-    };
-    chat.onmessage = receiveChat('chat');
-    features.onmessage = receiveChat('features');
-    chat.onclose = () => step('chat channel closed', true);
+    await call.publish(stream);
+    step('to the SFU: offer sent', true, 'camera, microphone, chat and features');
     producerStats = setInterval(async () => {
-      if (producer.pc.connectionState === 'closed') return;
-      const pair = await selectedPair(producer.pc).catch(() => null);
+      const pc = call.producer?.pc;
+      if (!pc || pc.connectionState === 'closed') return;
+      const pair = await selectedPair(pc).catch(() => null);
       demo.state.pair = pair;
       fact('producer pair', describePair(pair));
     }, 1000);
-    // No receiver: the handshake goes to the room's serving peer, the SFU.
-    await producer.offer({ roomId });
     $('#leave').disabled = false;
     participants();
   } catch (err) {
-    step('room', false, err.message);
+    step('room', false, `${err.status ? `${err.status} ` : ''}${err.message}`);
     $('#join').disabled = false;
   }
 }
 
-function hangUp() {
-  clearInterval(producerStats);
-  producer?.close();
-  for (const remote of remotes.values()) {
-    clearInterval(remote.timer);
-    remote.link.close();
-    remote.tile.remove();
-  }
-  remotes.clear();
-}
-
 function leave() {
-  hangUp();
-  signaling?.leave();
+  clearInterval(producerStats);
+  call?.leave();
+  for (const { tile, timer } of tiles.values()) {
+    clearInterval(timer);
+    tile.remove();
+  }
+  tiles.clear();
   stream?.getTracks().forEach((t) => t.stop());
   $('#leave').disabled = true;
   $('#join').disabled = false;
@@ -294,8 +237,7 @@ function leave() {
 
 /** Sends a chat line to everyone else in the room (the SFU relays it as it is). */
 demo.say = (text) => {
-  if (chat?.readyState !== 'open') return false;
-  chat.send(JSON.stringify({ from: me, text }));
+  if (!call?.say(text)) return false;
   chatLine('me', text);
   return true;
 };

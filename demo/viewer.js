@@ -1,14 +1,14 @@
-// Viewer: find-match (optionally by region), connect to the returned signalingUrl, join the
-// host's room as a client, offer with the returned iceServers, show the host's video and chat.
-import { $, api, chatLine, demo, fact, params, PeerLink, randomId, setStatus, Signaling, step, watchStats, wireChat } from './common.js';
+// Viewer, on the SDK's ViewerConnection: find-match (optionally by region), connect to the
+// returned signalingUrl, join the host's room as a client, offer with the returned iceServers,
+// show the host's video and chat.
+import { Switchboard, ViewerConnection } from '../sdk/index.js';
+import { $, apiBase, chatLine, demo, fact, loggedFetch, params, randomId, setStatus, showSignaling, step, watchStats, wireChat } from './common.js';
 
 const p = params();
 $('#region').value = p.region || '';
 $('#policy').value = p.policy || 'all';
 
-let signaling = null;
-let link = null;
-let channel = null;
+let viewer = null;
 let stopStats = () => {};
 
 async function find(e) {
@@ -17,82 +17,69 @@ async function find(e) {
   const region = $('#region').value;
   const policy = $('#policy').value;
   setStatus(region ? `finding an idle host in ${region}…` : 'finding an idle host…');
-  try {
-    const match = await api('find-match', 'POST', '/api/find-match', { body: region ? { region } : {} });
-    demo.state.findMatch = { status: match.status, body: match.body };
-    if (!match.ok) {
-      setStatus(`no host available (${match.status}): ${match.body?.message || ''}`, 'fail');
-      $('#find').disabled = false;
-      return;
-    }
-    const { roomId, signalingUrl, iceServers } = match.body;
-    fact('roomId', roomId);
-    fact('signalingUrl', signalingUrl);
-    fact('iceServers', iceServers.map((s) => [].concat(s.urls).join(' ') + (s.username ? ` (user ${s.username})` : '')).join('; '));
-
-    signaling = new Signaling(signalingUrl);
-    signaling
-      .on('handshake', async (frame) => {
-        try {
-          await link?.receive(frame);
-        } catch (err) {
-          step('negotiation', false, err.message);
-        }
-      })
-      .on('sfuDisconnect', (frame) => {
-        step('host left (sfuDisconnect)', true, frame.sfuId);
-        demo.state.hostGone = true;
-        leave();
-      })
-      .on('error', () => {})
-      .on('close', () => fact('socket', 'closed'));
-    await signaling.connect();
-    const me = p.peerId || randomId('viewer');
-    const ack = await signaling.identify({ id: me, type: 'client', roomId });
+  viewer = new ViewerConnection({
+    switchboard: new Switchboard({ apiUrl: apiBase(p), fetch: loggedFetch(() => 'find-match') }),
+    ...(region ? { region } : {}),
+    peerId: p.peerId || randomId('viewer'),
+    iceTransportPolicy: policy,
+  });
+  demo.viewer = viewer;
+  viewer.on('match', (match) => {
+    demo.state.findMatch = { status: 200, body: match };
+    fact('roomId', match.roomId);
+    fact('signalingUrl', match.signalingUrl);
+    fact('iceServers', match.iceServers.map((s) => [].concat(s.urls).join(' ') + (s.username ? ` (user ${s.username})` : '')).join('; '));
+  });
+  viewer.on('identified', (ack) => {
     step('identified', true, ack);
-    fact('my id', me);
-    demo.state.myId = me;
-
-    link = new PeerLink({ signaling, label: 'host', type: 'consumer', config: { iceServers, iceTransportPolicy: policy } });
+    showSignaling(viewer.signaling, { label: 'host' });
+    fact('my id', ack.id);
+    demo.state.myId = ack.id;
     fact('ICE policy', policy);
-    link.pc.addTransceiver('video', { direction: 'recvonly' });
-    link.pc.ontrack = (ev) => {
-      $('#remote').srcObject = ev.streams[0] || new MediaStream([ev.track]);
-      step('video track', true, ev.track.kind);
-    };
-    channel = link.pc.createDataChannel('chat');
-    channel.onopen = () => {
-      step('data channel open', true, channel.label);
-      demo.state.channelOpen = true;
-      if (p.hello !== undefined) {
-        channel.send(p.hello || 'hello from the viewer');
-        chatLine('me', p.hello || 'hello from the viewer');
-      }
-    };
-    channel.onmessage = (m) => chatLine('host', m.data);
-    channel.onclose = () => step('data channel closed', true);
-    stopStats = watchStats(link.pc, 'host', ({ pair, frames }) => {
+  });
+  viewer.on('track', ({ track, streams }) => {
+    $('#remote').srcObject = streams[0] || new MediaStream([track]);
+    step('video track', true, track.kind);
+  });
+  viewer.on('channelOpen', ({ channel }) => {
+    step('data channel open', true, channel.label);
+    demo.state.channelOpen = true;
+    if (p.hello !== undefined) {
+      viewer.send(p.hello || 'hello from the viewer');
+      chatLine('me', p.hello || 'hello from the viewer');
+    }
+  });
+  viewer.on('message', ({ data }) => chatLine('host', data));
+  viewer.on('hostLeft', ({ sfuId }) => {
+    step('host left (sfuDisconnect)', true, sfuId);
+    demo.state.hostGone = true;
+    leave();
+  });
+  viewer.on('error', ({ error, during }) => step(during, false, error.message));
+  try {
+    const match = await viewer.connect();
+    stopStats = watchStats(viewer.pc, 'host', ({ pair, frames }) => {
       demo.state.pair = pair;
       demo.state.framesDecoded = frames;
       if (pair?.state === 'succeeded' && frames > 0) {
-        setStatus(`watching the host of ${roomId}: ${frames} frames decoded over ${pair.local.type} ⇄ ${pair.remote.type}`, 'ok');
+        setStatus(`watching the host of ${match.roomId}: ${frames} frames decoded over ${pair.local.type} ⇄ ${pair.remote.type}`, 'ok');
       }
     });
-    await link.offer();
     $('#leave').disabled = false;
-    setStatus(`offer sent to the host of ${roomId}; waiting for its answer`, 'ok');
+    setStatus(`offer sent to the host of ${match.roomId}; waiting for its answer`, 'ok');
   } catch (err) {
-    step('viewer', false, err.message);
+    // find-match's 404 (no idle host) is a SwitchboardError with its status and message.
+    if (!demo.state.findMatch) demo.state.findMatch = { status: err.status ?? 0, body: err.body ?? { message: err.message } };
+    if (err.status === 404) setStatus(`no host available (404): ${err.message}`, 'fail');
+    else step('viewer', false, `${err.status ? `${err.status} ` : ''}${err.message}`);
     $('#find').disabled = false;
   }
 }
 
 function leave() {
   stopStats();
-  link?.close();
-  link = null;
-  signaling?.leave();
-  signaling = null;
+  viewer?.leave();
+  viewer = null;
   $('#leave').disabled = true;
   $('#find').disabled = false;
   step('left', true);
@@ -101,5 +88,5 @@ function leave() {
 
 $('#settings').addEventListener('submit', find);
 $('#leave').addEventListener('click', leave);
-wireChat(() => channel);
+wireChat(() => viewer?.channel);
 if ('autostart' in p) find();

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Fuzzes the HTTP API with schemathesis against a running switchboard-local, driven by
-# docs/openapi.yaml: every documented route, with valid keys and without, checking that no
-# answer is a 5xx, that every status is documented and every body matches its schema.
+# docs/openapi.yaml: every documented route, with valid keys and without, with every check
+# (but one, below): no answer is a 5xx, every status is documented and every body matches its
+# schema, a request the document allows is accepted and one it forbids is refused, keys are
+# enforced, and a resource created is found until it is deleted.
 # Bounded and seeded: FUZZ_EXAMPLES (default 25) examples per operation and phase,
 # FUZZ_SEED (default 20260501). A longer run: FUZZ_EXAMPLES=500 scripts/fuzz.sh
 #
@@ -88,19 +90,40 @@ bearer = "$host_key"
 EOF
 : >"$work/without-keys.toml"
 
+# Checks: all of them but `unsupported_method`, which expects 405 for a method the document
+# does not declare on a path. API Gateway answers such a request 404 `{"message":"Not Found"}`
+# (it routes by method and path together), and so does the local stack; docs/openapi.yaml
+# says so ("Unknown routes").
+#
+# The two runs go side by side, one worker each: two workers in one schemathesis process
+# crash now and then under CPython 3.11 (hypothesis parses its sources with `ast.parse` from
+# both threads: "SystemError: AST constructor recursion depth mismatch").
 status=0
 cd "$work" # schemathesis keeps its working files in the current directory
-for run in with-keys without-keys; do
-    echo "== schemathesis ($run): FUZZ_SEED=$seed FUZZ_EXAMPLES=$examples against $http_url"
-    started=$(date +%s)
-    "$venv/bin/schemathesis" --config-file "$work/$run.toml" run "$work/openapi.yaml" \
-        --url "$http_url" \
-        --checks not_a_server_error,status_code_conformance,response_schema_conformance,content_type_conformance \
-        --phases examples,coverage,fuzzing,stateful \
-        --max-examples "$examples" --seed "$seed" --generation-database none \
-        --workers 2 --request-timeout 20 --no-color --warnings off \
-        || status=$?
-    echo "== schemathesis ($run): $(( $(date +%s) - started ))s"
+runs=(with-keys without-keys)
+pids=()
+for run in "${runs[@]}"; do
+    mkdir -p "$work/$run"
+    (
+        cd "$work/$run"
+        started=$(date +%s)
+        rc=0
+        "$venv/bin/schemathesis" --config-file "$work/$run.toml" run "$work/openapi.yaml" \
+            --url "$http_url" \
+            --checks all --exclude-checks unsupported_method \
+            --phases examples,coverage,fuzzing,stateful \
+            --max-examples "$examples" --seed "$seed" --generation-database none \
+            --workers 1 --request-timeout 20 --no-color --warnings off \
+            >"$work/$run.log" 2>&1 || rc=$?
+        echo "== schemathesis ($run): $(( $(date +%s) - started ))s, exit $rc" >>"$work/$run.log"
+        exit "$rc"
+    ) &
+    pids+=($!)
+done
+for i in "${!runs[@]}"; do
+    wait "${pids[$i]}" || status=$?
+    echo "== schemathesis (${runs[$i]}): FUZZ_SEED=$seed FUZZ_EXAMPLES=$examples against $http_url"
+    cat "$work/${runs[$i]}.log"
 done
 if [[ "$status" -ne 0 ]]; then
     # The failing request's own lines, wherever they are: warnings and errors first (a sweep

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Validate template.yaml with the SAM CLI (schema + cfn-lint) and with cfn-lint on its own
-# (every rule, on the template as written), no AWS account, no Docker.
+# (every rule, on the template as written, once with the stack's own network and once with
+# given subnets), no AWS account, no Docker.
 # Installs the SAM CLI and cfn-lint into .cache/sam-venv on first use; later runs reuse them.
 set -euo pipefail
 
@@ -28,5 +29,10 @@ export AWS_DEFAULT_REGION=us-east-1
 "$sam" --version
 "$sam" validate --lint --template template.yaml --region us-east-1
 "$cfn_lint" --version
+# Both branches of the network: no Subnets (the stack makes a VPC, condition CreateNetwork), and
+# given subnets and security groups.
 "$cfn_lint" template.yaml
-echo "cfn-lint: template.yaml is clean"
+echo "cfn-lint: template.yaml is clean (the stack's own network)"
+"$cfn_lint" --parameters Subnets=subnet-0a1b2c3d4e5f60001,subnet-0a1b2c3d4e5f60002 \
+    SecurityGroups=sg-0a1b2c3d4e5f60001 -- template.yaml
+echo "cfn-lint: template.yaml is clean (given subnets and security groups)"

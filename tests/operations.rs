@@ -421,3 +421,89 @@ fn the_network_is_made_only_when_no_subnets_are_given_and_used_everywhere_then()
         }
     }
 }
+
+/// The alarms on the functions' own metrics watch names the functions emit
+/// (`switchboard::metrics::name`), in the namespace they emit them to.
+#[test]
+fn the_orphan_and_capacity_alarms_watch_emitted_metrics() {
+    use switchboard::metrics::{NAMESPACE, name};
+    let t = template();
+    let r = resources(&t);
+    for (id, metric) in [
+        ("OrphansStoppedAlarm", name::ORPHANS_STOPPED),
+        ("CapacityRefusalsAlarm", name::CAPACITY_REFUSALS),
+    ] {
+        let alarm = &r[&Value::from(id)];
+        let p = &alarm["Properties"];
+        assert_eq!(
+            (
+                p["Namespace"].as_str(),
+                p["MetricName"].as_str(),
+                p["Statistic"].as_str(),
+                p["ComparisonOperator"].as_str(),
+                p["Threshold"].as_i64(),
+            ),
+            (
+                Some(NAMESPACE),
+                Some(metric),
+                Some("Sum"),
+                Some("GreaterThanThreshold"),
+                Some(0)
+            ),
+            "{id}"
+        );
+        assert!(
+            p.get("Dimensions").is_none(),
+            "{id}: the metric has no dimensions"
+        );
+        alarm_actions_notify_the_topic(id, alarm);
+    }
+}
+
+/// Alarms the template makes once its `Fn::ForEach` blocks are expanded, and the metrics they
+/// watch (CloudWatch bills an alarm per metric it watches).
+fn alarms_and_watched_metrics(t: &Value) -> (usize, usize) {
+    let watched = |alarm: &Value| {
+        alarm["Properties"]["Metrics"].as_sequence().map_or(1, |m| {
+            m.iter().filter(|m| m.get("MetricStat").is_some()).count()
+        })
+    };
+    let mut alarms = 0;
+    let mut metrics = 0;
+    for (_, resource) in resources(t) {
+        if resource.get("Type").and_then(Value::as_str) == Some("AWS::CloudWatch::Alarm") {
+            alarms += 1;
+            metrics += watched(resource);
+        }
+    }
+    for block in ["FunctionOperations", "TableOperations"] {
+        let (_, list, body) = for_each(t, block);
+        for (_, resource) in body {
+            if resource.get("Type").and_then(Value::as_str) == Some("AWS::CloudWatch::Alarm") {
+                alarms += list.len();
+                metrics += list.len() * watched(resource);
+            }
+        }
+    }
+    (alarms, metrics)
+}
+
+/// The README's idle cost names the number of alarms the template makes and what they cost.
+#[test]
+fn the_readme_states_what_the_alarms_cost() {
+    let (alarms, metrics) = alarms_and_watched_metrics(&template());
+    let readme = std::fs::read_to_string(workspace_root().join("README.md")).expect("README");
+    let deploying = readme
+        .split("## Deploying")
+        .nth(1)
+        .expect("a Deploying section");
+    assert!(
+        deploying.contains(&format!("{alarms} alarms")),
+        "README's Deploying section names {alarms} alarms"
+    );
+    let cost = format!("${:.2}", metrics as f64 * 0.10);
+    assert!(
+        deploying.contains(&cost),
+        "{alarms} alarms watching {metrics} metrics cost {cost} a month: README says so"
+    );
+}

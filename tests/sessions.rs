@@ -743,3 +743,116 @@ async fn removing_a_stopped_session_leaves_a_new_session_with_the_same_id() {
     let (status, now) = on_session(&t, "GET", &id).await;
     assert_eq!(status, 200, "{now}");
 }
+
+/// What a session whose server dies before it is ready is answered (the local ECS endpoint
+/// reports a container that exits by itself as Fargate does).
+fn stopped_before_ready(exit_code: i32) -> Value {
+    json!({ "message": format!(
+        "session server stopped before it was ready: exit code {exit_code} (Essential container in task exited)"
+    ) })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cold_server_that_exits_at_once_is_a_502_at_once_and_leaves_nothing() {
+    let dir = events_dir();
+    let mut options = sessions_stack(&dir, 0);
+    // A session whose env has CRASH=N is a task that exits with N at once.
+    let command = options.task_command.take().expect("a task command");
+    options.task_command = Some(format!(r#"[ -z "$CRASH" ] || exit "$CRASH"; {command}"#));
+    let t = TestStack::start_with(options).await;
+    // A working cold start first (the stack's clients are built on first use), for comparison.
+    let started = std::time::Instant::now();
+    let (status, working) = post_session(&t, json!({ "image": GAME, "location": "local" })).await;
+    assert_eq!(status, 201, "{working}");
+    eprintln!("a working cold start answered in {:?}", started.elapsed());
+
+    let id = uuid::Uuid::new_v4().to_string();
+    let crashing = json!({ "image": GAME, "location": "local", "id": id, "env": { "CRASH": "3" } });
+    let started = std::time::Instant::now();
+    let answer = post_session(&t, crashing).await;
+    let took = started.elapsed();
+    eprintln!("a task that exits at once answered in {took:?}");
+    assert_eq!(answer, (502, stopped_before_ready(3)));
+    assert!(took < Duration::from_secs(2), "answered after {took:?}");
+
+    // Nothing of it is left: no session, its id and players free, no task running.
+    let (_, listed) = t.call("GET", "/session", None, Some(OPERATOR_KEY)).await;
+    let listed: Vec<&Value> = listed["sessions"].as_array().unwrap().iter().collect();
+    assert_eq!(listed.len(), 1, "only the working session: {listed:?}");
+    assert_eq!(listed[0]["id"], working["id"]);
+    assert_eq!(on_session(&t, "GET", &id).await.0, 404);
+    let running = t.stack.tasks().iter().filter(|task| !task.stopped).count();
+    assert_eq!(running, 1, "only the working session's task runs");
+    let working = json!({ "image": GAME, "location": "local", "id": id });
+    let (status, created) = post_session(&t, working).await;
+    assert_eq!(status, 201, "the id is free again: {created}");
+    let join = json!({ "session": id, "players": ["ann"] }).to_string();
+    let (status, joined) = t
+        .call(
+            "PUT",
+            "/session/player/join",
+            Some(&join),
+            Some(OPERATOR_KEY),
+        )
+        .await;
+    assert_eq!(status, 200, "{joined}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_warm_server_whose_task_stopped_is_a_502_and_leaves_nothing() {
+    let dir = events_dir();
+    let mut options = sessions_stack(&dir, 1);
+    // The warm server's process leaves its task's process group (`setsid`), so it stays
+    // identified on its socket after its task has stopped (exit 0): a server that ECS reports
+    // gone while its socket lingers.
+    options.task_command = Some(format!(
+        r#"EXAMPLE_SERVER_EVENTS="{dir}/$SERVER_ID" setsid sh -c 'echo $$ > "$0"; exec "$1"' "{dir}/$SERVER_ID.pid" {server} & sleep 0.5; exit 0"#,
+        dir = dir.display(),
+        server = env!("CARGO_BIN_EXE_example-server"),
+    ));
+    let t = TestStack::start_with(options).await;
+    let _escaped = KillEscaped(dir.clone());
+    let launched = t.stack.sweep().await.launched;
+    assert_eq!(launched.len(), 1);
+    let server = &launched[0];
+    wait_for_event(&dir, server, "identified", SERVER_WAIT).await;
+    let deadline = tokio::time::Instant::now() + SERVER_WAIT;
+    while !t.stack.tasks().iter().all(|task| task.stopped) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the warm task never stopped"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let answer = post_session(&t, json!({ "image": GAME, "location": "local" })).await;
+    assert_eq!(answer, (502, stopped_before_ready(0)));
+    let (_, listed) = t.call("GET", "/session", None, Some(OPERATOR_KEY)).await;
+    assert_eq!(listed, json!({ "sessions": [] }));
+    assert!(
+        t.store().room(server).await.unwrap().is_none(),
+        "the server was ended"
+    );
+}
+
+/// Ends, when dropped, the processes whose ids `*.pid` files in its directory hold: servers
+/// that left their task's process group are this test's to end.
+struct KillEscaped(std::path::PathBuf);
+
+impl Drop for KillEscaped {
+    fn drop(&mut self) {
+        let Ok(entries) = std::fs::read_dir(&self.0) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.extension().is_some_and(|e| e == "pid")
+                && let Ok(pid) = std::fs::read_to_string(&path)
+                && let Ok(pid) = pid.trim().parse::<i32>()
+                && pid > 1
+            {
+                // SAFETY: kill(2) on a process this test's task command started.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
+    }
+}

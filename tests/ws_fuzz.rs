@@ -35,6 +35,10 @@ const QUIET_CLIENT: &str = "bystander";
 const ANSWER_WAIT: Duration = Duration::from_secs(5);
 /// API Gateway's frame limit; frames above it may be closed with 1009.
 const FRAME_LIMIT: usize = 32 * 1024;
+/// A socket quiet this long pings, as a real client does (the example server pings every
+/// 60 s): API Gateway closes a socket idle for 10 minutes (1001), and a long run has quiet
+/// sockets (the fuzz room's host only listens, the other room's peers only check at the end).
+const KEEP_ALIVE: Duration = Duration::from_secs(60);
 
 #[derive(Debug)]
 enum Event {
@@ -48,6 +52,8 @@ enum Event {
 struct Conn {
     sink: SplitSink<Socket, Message>,
     generation: u64,
+    /// When this socket last sent a frame: the gateway closes a socket quiet for too long.
+    last_sent: tokio::time::Instant,
 }
 
 async fn open(
@@ -82,7 +88,11 @@ async fn open(
         }
         let _ = events.send((slot, generation, Event::Closed(None)));
     });
-    Conn { sink, generation }
+    Conn {
+        sink,
+        generation,
+        last_sent: tokio::time::Instant::now(),
+    }
 }
 
 /// What a fuzzed frame must produce.
@@ -374,9 +384,114 @@ async fn the_signaling_socket_answers_every_fuzzed_frame_and_isolates_rooms() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(300);
     eprintln!("ws fuzz: FUZZ_SEED={seed} FUZZ_FRAMES={frames}");
+    let t = TestStack::start().await;
+    fuzz(&t, seed, frames, KEEP_ALIVE, None).await;
+}
+
+/// A long run has quiet sockets; the gateway closes a socket idle past its timeout (1001),
+/// as API Gateway does at 10 minutes. Here the timeout is 8 s, sockets quiet for 1 s ping,
+/// and the fuzzer pauses 10 s halfway: every socket must still be open afterwards.
+#[tokio::test(flavor = "multi_thread")]
+async fn fuzzed_sockets_outlive_the_gateways_idle_timeout() {
+    let mut options = options();
+    options.ws_idle_timeout = Duration::from_secs(8);
+    let t = TestStack::start_with(options).await;
+    fuzz(
+        &t,
+        20_260_502,
+        60,
+        Duration::from_secs(1),
+        Some((30, Duration::from_secs(10))),
+    )
+    .await;
+}
+
+/// Sockets that were pinged and owe a `pong`; `Drain` consumes them.
+struct KeepAlive {
+    every: Duration,
+    owed: Vec<bool>,
+}
+
+impl KeepAlive {
+    /// Pings each socket (but `except`, which is about to send) quiet for `every`, and waits
+    /// for their pongs. Late relays and departure notices may arrive meanwhile; anything
+    /// else, a close above all, fails the run.
+    async fn ping_quiet(
+        &mut self,
+        conns: &mut [Conn],
+        except: Option<usize>,
+        events: &mut mpsc::UnboundedReceiver<(usize, u64, Event)>,
+        contract: &FrameContract,
+        context: &str,
+    ) {
+        let now = tokio::time::Instant::now();
+        for (slot, conn) in conns.iter_mut().enumerate() {
+            if Some(slot) == except || now.duration_since(conn.last_sent) < self.every {
+                continue;
+            }
+            let ping = Message::Text(json!({ "action": "ping" }).to_string().into());
+            if conn.sink.send(ping).await.is_err() {
+                panic!("{context}: the keep-alive ping of slot {slot} failed");
+            }
+            conn.last_sent = now;
+            self.owed[slot] = true;
+        }
+        let deadline = tokio::time::Instant::now() + ANSWER_WAIT;
+        while self.owed.iter().any(|owed| *owed) {
+            let Ok(Some((from, from_generation, event))) =
+                tokio::time::timeout_at(deadline, events.recv()).await
+            else {
+                panic!(
+                    "{context}: no keep-alive pong within {ANSWER_WAIT:?}: {:?}",
+                    self.owed
+                );
+            };
+            if from_generation != conns[from].generation {
+                continue;
+            }
+            let frame = match event {
+                Event::Frame(frame) => frame,
+                other => panic!("{context}: slot {from} while keeping alive: {other:?}"),
+            };
+            if let Err(broken) = contract.check(&frame) {
+                panic!("{context}: slot {from}: {broken}");
+            }
+            match frame["type"].as_str().unwrap_or_default() {
+                "pong" if self.owed[from] => self.owed[from] = false,
+                "producer" | "consumer" | "clientDisconnect" | "sfuDisconnect" => {}
+                _ => panic!("{context}: slot {from} received {frame} while keeping alive"),
+            }
+        }
+    }
+
+    /// The other room's peers ping too; a pong is all they may hear.
+    async fn ping_peer(&self, peer: &mut Peer, last: &mut tokio::time::Instant) {
+        if last.elapsed() < self.every {
+            return;
+        }
+        peer.send_raw(json!({ "action": "ping" }).to_string()).await;
+        *last = tokio::time::Instant::now();
+        let name = peer.name.clone();
+        assert_eq!(
+            peer.recv("a keep-alive pong").await,
+            json!({ "type": "pong" }),
+            "{name} heard something"
+        );
+    }
+}
+
+/// Runs `frames` fuzzed frames (after the scripted ones) seeded by `seed` against `t`'s
+/// gateway; sockets quiet for `keep_alive` ping. `rest`: after that step, every socket is
+/// quiet (but for its pings) that long.
+async fn fuzz(
+    t: &TestStack,
+    seed: u64,
+    frames: usize,
+    keep_alive: Duration,
+    rest: Option<(usize, Duration)>,
+) {
     let mut rng = StdRng::seed_from_u64(seed);
     let contract = FrameContract::get();
-    let t = TestStack::start().await;
     let url = t.stack.ws_url.clone();
 
     // The fuzz room, served by a host; and another room whose client must hear nothing.
@@ -394,11 +509,13 @@ async fn the_signaling_socket_answers_every_fuzzed_frame_and_isolates_rooms() {
         .identify(json!({ "id": "host", "type": "host", "roomId": QUIET_ROOM, "hostId": "host-quiet-secret" }))
         .await;
     assert_eq!(ack["type"], "identified");
+    let mut peers_pinged = tokio::time::Instant::now();
     let mut bystander = Peer::connect(&url, "bystander").await;
     let ack = bystander
         .identify(json!({ "id": QUIET_CLIENT, "type": "client", "roomId": QUIET_ROOM }))
         .await;
     assert_eq!(ack["type"], "identified");
+    let mut bystander_pinged = tokio::time::Instant::now();
 
     let (events_tx, mut events) = mpsc::unbounded_channel::<(usize, u64, Event)>();
     // Slot SLOTS is the fuzz room's host; it only listens.
@@ -421,6 +538,12 @@ async fn the_signaling_socket_answers_every_fuzzed_frame_and_isolates_rooms() {
     for slot in 0..SLOTS {
         conns.push(open(&url, slot, 0, &events_tx).await);
     }
+    // The host is the last slot: it is never fuzzed, only kept alive.
+    conns.push(host);
+    let mut keep = KeepAlive {
+        every: keep_alive,
+        owed: vec![false; SLOTS + 1],
+    };
     // Who each slot is identified as, for telling its relays apart.
     let mut identified: Vec<Option<String>> = vec![None; SLOTS];
     let mut generation = 0u64;
@@ -494,9 +617,14 @@ async fn the_signaling_socket_answers_every_fuzzed_frame_and_isolates_rooms() {
             identified[slot], fuzzed.describe
         );
         let sender_id = identified[slot].clone();
+        keep.ping_quiet(&mut conns, Some(slot), &mut events, contract, &context)
+            .await;
+        keep.ping_peer(&mut quiet_host, &mut peers_pinged).await;
+        keep.ping_peer(&mut bystander, &mut bystander_pinged).await;
         if conns[slot].sink.send(fuzzed.message.clone()).await.is_err() {
             panic!("{context}: the send failed");
         }
+        conns[slot].last_sent = tokio::time::Instant::now();
         let _ = conns[slot]
             .sink
             .send(Message::Text(
@@ -617,8 +745,25 @@ async fn the_signaling_socket_answers_every_fuzzed_frame_and_isolates_rooms() {
             conns[slot] = open(&url, slot, generation, &events_tx).await;
             identified[slot] = None;
         }
+        if let Some((after, quiet)) = rest
+            && step == after
+        {
+            eprintln!("ws fuzz: quiet for {quiet:?} after step {step}");
+            let until = tokio::time::Instant::now() + quiet;
+            while tokio::time::Instant::now() < until {
+                tokio::time::sleep(keep.every / 4).await;
+                let context = format!("quiet after step {step} (FUZZ_SEED={seed})");
+                keep.ping_quiet(&mut conns, None, &mut events, contract, &context)
+                    .await;
+                keep.ping_peer(&mut quiet_host, &mut peers_pinged).await;
+                keep.ping_peer(&mut bystander, &mut bystander_pinged).await;
+            }
+        }
     }
-    eprintln!("ws fuzz: {total} frames: {tally:?}");
+    eprintln!(
+        "ws fuzz: {total} frames: {tally:?} ({:?})",
+        std::time::SystemTime::now()
+    );
 
     // The other room heard nothing, and its client and host still work.
     bystander.expect_silence(Duration::from_millis(300)).await;
@@ -646,7 +791,8 @@ async fn the_signaling_socket_answers_every_fuzzed_frame_and_isolates_rooms() {
         .call("GET", "/getRoomId?urlPath=anything", None, None)
         .await;
     assert_eq!(status, 404, "{body}");
-    drop(host);
+    eprintln!("ws fuzz: end ({:?})", std::time::SystemTime::now());
+    drop(conns);
 }
 
 fn scripted_frame(frame: Value, expect: Expect) -> Fuzzed {

@@ -464,7 +464,9 @@ async fn run(args: &Args) -> Result<Map<String, Value>, Error> {
 }
 
 /// The SFU's figures: quick, one room of 3 (counts only matter); full, rooms of 4 against
-/// rooms of 16 at about 1 Mbit/s of VP8 and 50 Opus packets/s per publisher.
+/// rooms of 16 at about 1 Mbit/s of VP8 and 50 Opus packets/s per publisher, and one room of 3
+/// for the latency with a load generator that has cores to spare. The rated load is the
+/// largest measured.
 async fn sfu_figures(
     env: &Env,
     sfu: &std::path::Path,
@@ -472,6 +474,7 @@ async fn sfu_figures(
     m: &mut Map<String, Value>,
 ) -> Result<(), Error> {
     const FRAME_BYTES: usize = 5_000; // 25 frames/s: 1 Mbit/s
+    let mut probe = None;
     let (small, large) = if quick {
         eprintln!("SFU: one room of 3");
         let small = sfu::load(
@@ -515,10 +518,32 @@ async fn sfu_figures(
             "  {b:?}",
             b = (b.forwarded_packets, b.sfu_cpu_seconds, b.sfu_rss_mb)
         );
+        eprintln!("SFU: one room of 3 (latency with the generator unsaturated)");
+        probe = Some(
+            sfu::load(
+                env,
+                sfu,
+                3,
+                1,
+                std::time::Duration::from_secs(10),
+                FRAME_BYTES,
+            )
+            .await?,
+        );
         (a, Some(b))
     };
     let rated = large.as_ref().unwrap_or(&small);
-    let all = [Some(&small), large.as_ref()];
+    let all = [Some(&small), large.as_ref(), probe.as_ref()];
+    let name = |l: &sfu::Load| format!("{}x{}", l.rooms, l.size);
+    put(m, "sfu_rated_load", name(rated));
+    match &probe {
+        Some(p) => {
+            put(m, "sfu_latency_probe_load", name(p));
+            put(m, "sfu_unloaded_latency_p50_ms", round(p.p(0.5)));
+            put(m, "sfu_unloaded_latency_p99_ms", round(p.p(0.99)));
+        }
+        None => put(m, "sfu_latency_probe_load", Value::Null),
+    }
     put(
         m,
         "sfu_silent_pairs",
@@ -559,6 +584,17 @@ async fn sfu_figures(
         );
         put(m, &k("cpu_seconds"), round(l.sfu_cpu_seconds));
         put(m, &k("cpu_share"), round(l.sfu_cpu_seconds / l.seconds));
+        put(
+            m,
+            &k("system_share"),
+            round(l.sfu_system_seconds / l.sfu_cpu_seconds),
+        );
+        put(
+            m,
+            &k("generator_cpu_share"),
+            round(l.generator_cpu_seconds / l.seconds),
+        );
+        put(m, &k("audio_delivery"), round(l.audio_delivery));
         put(m, &k("window_seconds"), round(l.seconds));
         put(m, &k("cpu_us_per_packet"), round(l.cpu_us_per_packet()));
         put(m, &k("rss_mb"), round(l.sfu_rss_mb));

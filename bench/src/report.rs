@@ -677,28 +677,34 @@ fn sfu_section(o: &mut String, m: &Map<String, Value>) {
     if m.get("seconds_sfu").is_some_and(Value::is_null) {
         let _ = writeln!(
             o,
-            "These SFU figures were measured apart from the rest of this report, on a quiet machine, \
-             with `switchboard-bench --sfu PATH --sfu-only` (the SFU built with profile `sfu`, as \
-             its image is) and the browser test's late joiners (two runs), and merged into its \
-             JSON.\n"
+            "These SFU figures were measured apart from the rest of this report, with \
+             `switchboard-bench --sfu PATH --sfu-only` (the SFU built with profile `sfu`, as its \
+             image is) and the browser test's late joiners, and merged into its JSON{}.\n",
+            match m.get("sfu_conditions").and_then(Value::as_str) {
+                Some(conditions) => format!(": {conditions}"),
+                None => String::new(),
+            }
         );
     }
     let _ = writeln!(
         o,
-        "| load (rooms × size) | forwarded packets/s | SFU CPU (share of a core) | µs of SFU CPU per packet | RSS MB (idle SFU) | forwarded streams | video frames/s per stream | latency p50 / p99 ms (samples) |\n|---|---|---|---|---|---|---|---|"
+        "| load (rooms × size) | forwarded packets/s | SFU CPU (share of a core; in the kernel) | µs of SFU CPU per packet | RSS MB (idle SFU) | forwarded streams | video frames/s per stream | generator CPU (cores) | audio delivered | latency p50 / p99 ms (samples) |\n|---|---|---|---|---|---|---|---|---|---|"
     );
     for l in &loads {
         let k = |name: &str| v(&format!("sfu_{name}_{l}"));
         let _ = writeln!(
             o,
-            "| {l} | {} | {} | {} | {} ({}) | {} | {} | {} / {} ({}) |",
+            "| {l} | {} | {} ({}) | {} | {} ({}) | {} | {} | {} | {} | {} / {} ({}) |",
             k("packets_per_second"),
             k("cpu_share"),
+            k("system_share"),
             k("cpu_us_per_packet"),
             k("rss_mb"),
             k("idle_rss_mb"),
             k("streams"),
             k("video_fps_per_stream"),
+            k("generator_cpu_share"),
+            k("audio_delivery"),
             k("latency_p50_ms"),
             k("latency_p99_ms"),
             k("latency_samples"),
@@ -734,22 +740,134 @@ fn sfu_section(o: &mut String, m: &Map<String, Value>) {
          from pressing Join (getRoomId, identify, offers) to the first decoded frame of each \
          participant already in the room.\n"
     );
-    let _ = writeln!(
-        o,
-        "What these figures say about the SFU (from its code and the two loads; not profiled): the cost per packet falls as rooms grow (rooms of 4 pay four processes' \
-         timers, polling and RTCP for a quarter of the packets), so the 16-vs-4 ratio is far \
-         under 1.3. Per forwarded packet the SFU spends about 10-12 µs: it forwards at the frame \
-         level (str0m's `MediaData`: each publisher's packets are depacketized into a frame, \
-         then the frame is packetized and encrypted again for every receiver through its \
-         `Writer`), and sends each packet with its own `send_to` system call. Forwarding RTP \
-         packets as they come (str0m's RTP mode, `StreamTx::write_rtp`: no reassembly, no \
-         re-packetization, no wait for a frame's last packet) and batching sends (`sendmmsg`) are \
-         where the next factor lies; the frame-level path also holds a video packet until its \
-         frame is complete, which a packet-level forwarder would not. The latency at the \
-         larger load is not the SFU's: there the generator's 16 participants (256 str0m \
-         connections decrypting about 40,000 packets/s) and the SFU share two cores, the \
-         generator falls behind (fewer packets than sent arrive in the window) and its own \
-         queues are what the one-way time measures; at the smaller load the same measurement \
-         is a few milliseconds.\n"
+    let _ = writeln!(o, "{}", sfu_analysis(m, &loads));
+}
+
+/// What the SFU figures say, worded from the figures themselves.
+fn sfu_analysis(m: &Map<String, Value>, loads: &[String]) -> String {
+    let n = |k: String| num(m, &k);
+    let per_load = |name: &str| -> Vec<(String, f64)> {
+        loads
+            .iter()
+            .filter_map(|l| Some((l.clone(), n(format!("sfu_{name}_{l}"))?)))
+            .collect()
+    };
+    let mut text = String::from(
+        "What these figures say about the SFU (from its code and the loads above): it forwards \
+         each RTP packet as it arrives (str0m's RTP mode: decrypted, the SSRC, payload type and \
+         sequence number rewritten for each receiver, encrypted again; never reassembled into \
+         frames nor packetized again), and sends each datagram with its own system call.",
     );
+    let us = per_load("cpu_us_per_packet");
+    if let (Some(lo), Some(hi)) = (
+        us.iter().map(|(_, x)| *x).reduce(f64::min),
+        us.iter().map(|(_, x)| *x).reduce(f64::max),
+    ) {
+        let _ = write!(
+            text,
+            " Per forwarded packet it spent {lo:.1}-{hi:.1} µs of CPU across the loads"
+        );
+        let rated = m.get("sfu_rated_load").and_then(Value::as_str);
+        if let (Some(rated), Some(pps)) = (rated, num(m, "sfu_forwarded_packets_per_cpu_second")) {
+            let _ = write!(
+                text,
+                " ({pps:.0} packets per CPU-second at the rated load, {rated}: the goal of \
+                 100,000 {})",
+                if pps >= 100_000.0 { "met" } else { "missed" }
+            );
+        }
+        let system = per_load("system_share");
+        if let (Some(lo), Some(hi)) = (
+            system.iter().map(|(_, x)| *x).reduce(f64::min),
+            system.iter().map(|(_, x)| *x).reduce(f64::max),
+        ) {
+            let _ = write!(
+                text,
+                ", {:.0}-{:.0}% of it in the kernel (receiving and sending datagrams)",
+                lo * 100.0,
+                hi * 100.0
+            );
+        }
+        text.push('.');
+    }
+    if let Some(ratio) = num(m, "sfu_cpu_per_packet_ratio_16_vs_4") {
+        let _ = write!(
+            text,
+            " In rooms of 16 a packet costs {ratio:.2}× what it costs in rooms of 4: the cost per \
+             packet {} as rooms grow (each peer connection's own timers, RTCP and keepalives are \
+             spread over more packets in a bigger room).",
+            if ratio < 1.0 { "falls" } else { "rises" }
+        );
+    }
+    let cpus = num(m, "machine_cpus").unwrap_or(0.0);
+    let generator = per_load("generator_cpu_share");
+    let delivery = per_load("audio_delivery");
+    let sfu_share = per_load("cpu_share");
+    let saturated = |l: &str| -> Option<bool> {
+        let g = generator.iter().find(|(x, _)| x == l)?.1;
+        let s = sfu_share.iter().find(|(x, _)| x == l).map_or(0.0, |x| x.1);
+        Some(cpus > 0.0 && g + s >= 0.85 * cpus)
+    };
+    let latency = |l: &str| -> Option<(f64, f64)> {
+        Some((
+            n(format!("sfu_latency_p50_ms_{l}"))?,
+            n(format!("sfu_latency_p99_ms_{l}"))?,
+        ))
+    };
+    for (l, g) in &generator {
+        let (Some(busy), Some((p50, p99))) = (saturated(l), latency(l)) else {
+            continue;
+        };
+        let delivered = delivery.iter().find(|(x, _)| x == l).map(|x| x.1);
+        let _ = write!(
+            text,
+            " At {l} the load generator (the participants' str0m connections, in the benchmark \
+             process) used {g:.2} of the machine's {cpus:.0} cores{}{}, and the one-way audio time \
+             was p50 {p50:.1} / p99 {p99:.1} ms{}.",
+            if busy {
+                ", which with the SFU's share is the machine saturated"
+            } else {
+                ""
+            },
+            delivered.map_or(String::new(), |d| format!(
+                " ({:.0}% of the audio sent arrived within the window)",
+                d * 100.0
+            )),
+            if busy {
+                ": mostly the generator's own queues, an upper bound on the SFU's part"
+            } else {
+                ""
+            }
+        );
+    }
+    if let (Some(p50), Some(p99)) = (
+        num(m, "sfu_added_latency_p50_ms"),
+        num(m, "sfu_added_latency_p99_ms"),
+    ) {
+        let met = p50 <= 1.0 && p99 <= 5.0;
+        let _ = write!(
+            text,
+            " The latency goal (p50 ≤ 1 ms, p99 ≤ 5 ms at the rated load) is {} as measured \
+             (p50 {p50:.1} / p99 {p99:.1} ms){}.",
+            if met { "met" } else { "missed" },
+            match (
+                m.get("sfu_latency_probe_load").and_then(Value::as_str),
+                num(m, "sfu_unloaded_latency_p50_ms"),
+                num(m, "sfu_unloaded_latency_p99_ms"),
+            ) {
+                (Some(probe), Some(a), Some(b)) => format!(
+                    "; with the generator unsaturated ({probe}) the same measurement is p50 \
+                     {a:.1} / p99 {b:.1} ms, which {} that goal",
+                    if a <= 1.0 && b <= 5.0 {
+                        "meets"
+                    } else {
+                        "still misses"
+                    }
+                ),
+                _ => String::new(),
+            }
+        );
+    }
+    text.push('\n');
+    text
 }

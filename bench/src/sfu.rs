@@ -27,6 +27,14 @@ pub struct Load {
     pub forwarded_packets: u64,
     /// utime + stime of every SFU process over the window.
     pub sfu_cpu_seconds: f64,
+    /// The stime part of it (in the kernel: system calls, the UDP stack).
+    pub sfu_system_seconds: f64,
+    /// utime + stime of the benchmark process over the window: the participants (and the
+    /// local stack's gateway), the load generator.
+    pub generator_cpu_seconds: f64,
+    /// Audio packets the participants received in the window, per audio packet they sent times
+    /// the receivers each has (1.0: everything sent arrived).
+    pub audio_delivery: f64,
     /// VmRSS of every SFU process at the end of the window, MB.
     pub sfu_rss_mb: f64,
     /// One SFU process before anyone joined, MB.
@@ -57,8 +65,8 @@ impl Load {
     }
 }
 
-/// utime + stime of process `pid`, seconds (fields 14 and 15 of /proc/<pid>/stat).
-fn cpu_seconds(pid: u32) -> Result<f64, Error> {
+/// (utime, stime) of process `pid`, seconds (fields 14 and 15 of /proc/<pid>/stat).
+fn cpu_seconds(pid: u32) -> Result<(f64, f64), Error> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     // The command name (field 2) is in parentheses and may hold spaces: count after it.
     let rest = stat
@@ -75,7 +83,7 @@ fn cpu_seconds(pid: u32) -> Result<f64, Error> {
     // After ')': field 3 is index 0, so utime (14) is index 11 and stime (15) index 12.
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    Ok((ticks(11)? + ticks(12)?) / hz)
+    Ok((ticks(11)? / hz, ticks(12)? / hz))
 }
 
 fn rss_mb(pid: u32) -> Result<f64, Error> {
@@ -164,7 +172,7 @@ async fn room(env: &Env, stack: &Stack) -> Result<(String, u32), Error> {
     Ok((id, pid))
 }
 
-/// Packets, video frames and latency samples so far, per (receiver, sender).
+/// Packets, video frames, latency samples (one per audio frame) so far, per (receiver, sender).
 fn totals(participants: &[(usize, Participant)]) -> HashMap<(String, String), (u64, u64, usize)> {
     let mut out = HashMap::new();
     for (_, p) in participants {
@@ -201,14 +209,17 @@ pub async fn load(
         video_frame_bytes: frame_bytes,
         ..Publish::default()
     };
+    // One after another, each once its producer connection is up: on a busy machine, a room's
+    // worth of DTLS handshakes at once can outlast their timeout.
     let mut participants = vec![];
     for (r, id) in room_ids.iter().enumerate() {
         for i in 0..size {
             let name = format!("r{r}-p{i}");
-            participants.push((
-                r,
-                Participant::join(&stack.ws_url, id, &name, publish.clone()).await?,
-            ));
+            let p = Participant::join(&stack.ws_url, id, &name, publish.clone()).await?;
+            p.wait_for(Duration::from_secs(30), |s| s.producer_connected)
+                .await
+                .map_err(|_| format!("{name}'s producer connection did not connect in 30 s"))?;
+            participants.push((r, p));
         }
     }
     // Everyone decodes everyone else's video before the window opens.
@@ -248,18 +259,29 @@ pub async fn load(
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
 
-    let cpu0: f64 = pids
-        .iter()
-        .map(|p| cpu_seconds(*p))
-        .sum::<Result<f64, Error>>()?;
+    let sfu_cpu = |pids: &[u32]| -> Result<(f64, f64), Error> {
+        pids.iter().try_fold((0.0, 0.0), |(u, s), p| {
+            let (pu, ps) = cpu_seconds(*p)?;
+            Ok((u + pu, s + ps))
+        })
+    };
+    let audio_sent = |participants: &[(usize, Participant)]| -> u64 {
+        participants
+            .iter()
+            .map(|(_, p)| p.stats().audio_frames_sent)
+            .sum()
+    };
+    let me = std::process::id();
+    let cpu0 = sfu_cpu(&pids)?;
+    let generator0 = cpu_seconds(me)?;
+    let sent0 = audio_sent(&participants);
     let before = totals(&participants);
     let started = Instant::now();
     tokio::time::sleep(measure).await;
     let after = totals(&participants);
-    let cpu1: f64 = pids
-        .iter()
-        .map(|p| cpu_seconds(*p))
-        .sum::<Result<f64, Error>>()?;
+    let sent1 = audio_sent(&participants);
+    let generator1 = cpu_seconds(me)?;
+    let cpu1 = sfu_cpu(&pids)?;
     let seconds = started.elapsed().as_secs_f64();
     let sfu_rss_mb = pids
         .iter()
@@ -270,12 +292,15 @@ pub async fn load(
         size,
         rooms,
         seconds,
-        sfu_cpu_seconds: cpu1 - cpu0,
+        sfu_cpu_seconds: (cpu1.0 + cpu1.1) - (cpu0.0 + cpu0.1),
+        sfu_system_seconds: cpu1.1 - cpu0.1,
+        generator_cpu_seconds: (generator1.0 + generator1.1) - (generator0.0 + generator0.1),
         sfu_rss_mb,
         idle_rss_mb,
         streams: rooms * size * (size - 1) * 2,
         ..Load::default()
     };
+    let mut audio_received = 0u64;
     for (r, p) in &participants {
         let stats = p.stats();
         if stats.received.contains_key(&p.id) {
@@ -292,6 +317,7 @@ pub async fn load(
             load.video_frames += vf1.saturating_sub(vf0);
             if let Some(received) = stats.received.get(&o) {
                 let l1 = after.get(&key).map_or(0, |t| t.2);
+                audio_received += l1.saturating_sub(l0) as u64;
                 load.latency_ms.extend(
                     received
                         .audio_latency_us
@@ -303,6 +329,8 @@ pub async fn load(
             }
         }
     }
+    load.audio_delivery =
+        audio_received as f64 / (sent1.saturating_sub(sent0) as f64 * (size - 1) as f64);
     for (_, p) in participants {
         p.leave().await;
     }

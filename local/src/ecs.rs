@@ -3,8 +3,13 @@
 //! runs that command through `sh -c` in a process group of its own, as a Fargate container
 //! (tasks of the SFU task definition run `--sfu-command` instead, when it is given):
 //!
-//! - the container environment override is its environment, with `TASK_IP` set to the task's
-//!   own loopback address (127.0.0.2 upward, reused once a task is STOPPED);
+//! - each task has its own private loopback address (127.0.0.2 upward, reused once a task is
+//!   STOPPED) and, when RunTask asks for a public IP (`assignPublicIp` ENABLED), a public one
+//!   (127.1.0.x for 127.0.0.x), which the EC2 endpoint (`ec2.rs`, on this listener) reports as
+//!   its network interface's association, as EC2 reports a Fargate task's public IPv4;
+//! - the container environment override is its environment, with `TASK_IP` set to the address
+//!   clients reach it at (its public address if it has one, else its private one): a task
+//!   binds that address, standing in for a container that listens on every interface;
 //! - the container `command` override (the container's args) is its positional parameters
 //!   (`$1`, `$2`, ... or `"$@"` in the command);
 //! - DescribeTasks reports the address as Fargate reports a task's address: in the
@@ -42,8 +47,15 @@ pub struct TaskRecord {
     pub environment: HashMap<String, String>,
     /// lastStatus is STOPPED: the task's process, if it had one, is gone.
     pub stopped: bool,
-    /// The task's own address, given to its command as `TASK_IP`.
+    /// The address the task's command listens on, given to it as `TASK_IP`: its public
+    /// address if it has one, else its private one.
     pub address: Ipv4Addr,
+    /// Its private address (what DescribeTasks reports).
+    pub private_address: Ipv4Addr,
+    /// Its network interface's public address (what EC2 DescribeNetworkInterfaces reports).
+    pub public_address: Option<Ipv4Addr>,
+    /// Its network interface's id (`eni-...`).
+    pub network_interface: String,
     pub started_by: Option<String>,
     /// The region the RunTask request was signed for (from its SigV4 credential scope).
     pub region: Option<String>,
@@ -71,7 +83,10 @@ struct Task {
     environment: HashMap<String, String>,
     command: Vec<String>,
     started_by: Option<String>,
+    /// The private address.
     address: Ipv4Addr,
+    /// The network interface's public address (RunTask's `assignPublicIp` ENABLED).
+    public_address: Option<Ipv4Addr>,
     pid: Option<u32>,
     last: Status,
     desired_stopped: bool,
@@ -141,12 +156,25 @@ impl Task {
         }
     }
 
+    /// Its network interface's id.
+    pub(crate) fn network_interface(&self) -> String {
+        format!("eni-{}", &self.id()[..self.id().len().min(17)])
+    }
+
+    /// The address its command listens on (`TASK_IP`).
+    fn listening_address(&self) -> Ipv4Addr {
+        self.public_address.unwrap_or(self.address)
+    }
+
     fn record(&self) -> TaskRecord {
         TaskRecord {
             task_arn: self.arn.clone(),
             environment: self.environment.clone(),
             stopped: self.last == Status::Stopped,
-            address: self.address,
+            address: self.listening_address(),
+            private_address: self.address,
+            public_address: self.public_address,
+            network_interface: self.network_interface(),
             started_by: self.started_by.clone(),
             region: self.region.clone(),
             command: self.command.clone(),
@@ -164,7 +192,7 @@ impl Task {
             .map(|(name, value)| json!({ "name": name, "value": value }))
             .collect();
         let attachment = format!("{}-eni", self.id());
-        let eni = format!("eni-{}", &self.id()[..self.id().len().min(17)]);
+        let eni = self.network_interface();
         let ip = self.address.to_string();
         let detail = |name: &str, value: &str| json!({ "name": name, "value": value });
         let (attachment_status, container_status) = match self.last {
@@ -329,6 +357,17 @@ impl EcsState {
         requested == self.family() || self.other_families.contains(&requested)
     }
 
+    /// The network interfaces of the tasks that are not stopped (a stopped task's interface is
+    /// deleted): id, private address, public address.
+    pub(crate) fn interfaces(&self) -> Vec<(String, Ipv4Addr, Option<Ipv4Addr>)> {
+        self.lock()
+            .all
+            .iter()
+            .filter(|t| t.last != Status::Stopped)
+            .map(|t| (t.network_interface(), t.address, t.public_address))
+            .collect()
+    }
+
     pub fn tasks(&self) -> Vec<TaskRecord> {
         self.lock().all.iter().map(Task::record).collect()
     }
@@ -424,7 +463,7 @@ impl EcsState {
             }
         }
         cmd.envs(&task.environment)
-            .env("TASK_IP", task.address.to_string());
+            .env("TASK_IP", task.listening_address().to_string());
         // SAFETY: prctl is async-signal-safe and touches only the child being created. The
         // spawning thread lives as long as the child, so this fires only if the stack dies.
         unsafe {
@@ -501,6 +540,10 @@ impl EcsState {
                 "TaskDefinition not found.",
             ));
         }
+        let public_ip = request
+            .pointer("/networkConfiguration/awsvpcConfiguration/assignPublicIp")
+            .and_then(Value::as_str)
+            == Some("ENABLED");
         let subnets = request
             .pointer("/networkConfiguration/awsvpcConfiguration/subnets")
             .and_then(Value::as_array)
@@ -643,6 +686,7 @@ impl EcsState {
                 command: command.clone(),
                 started_by: started_by.clone(),
                 address,
+                public_address: public_ip.then(|| public_address(address)),
                 pid: None,
                 last: Status::Provisioning,
                 desired_stopped: false,
@@ -795,6 +839,13 @@ impl EcsState {
     }
 }
 
+/// A task's public address: 127.1.0.x for its private 127.0.0.x (both loopback, so both reach
+/// this machine; the task listens on the public one).
+fn public_address(private: Ipv4Addr) -> Ipv4Addr {
+    let [_, _, _, host] = private.octets();
+    Ipv4Addr::new(127, 1, 0, host)
+}
+
 /// Waits for process `pid` (a child of this thread's process) to exit, leaving it a zombie so
 /// that its id, and its process group's, stay reserved; returns its exit code, 128 + signal
 /// for a process killed by a signal.
@@ -884,6 +935,9 @@ pub async fn endpoint(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
+    if crate::ec2::is_ec2(&headers) {
+        return crate::ec2::endpoint(&state, &body);
+    }
     let target = headers
         .get("x-amz-target")
         .and_then(|v| v.to_str().ok())

@@ -17,6 +17,9 @@ use switchboard::Deps;
 
 use crate::template::HttpRoute;
 
+/// The local stack's own route: the totals of the functions' metrics.
+pub const METRICS_PATH: &str = "/__local/metrics";
+
 pub const CORS_METHODS: &str = "GET,PUT,POST,PATCH,DELETE,OPTIONS";
 pub const CORS_HEADERS: &str = "authorization,content-type";
 
@@ -24,7 +27,7 @@ pub struct HttpState {
     pub functions: std::sync::Arc<crate::Functions>,
     pub routes: Vec<HttpRoute>,
     pub allowed_origins: Vec<String>,
-    pub pages: Option<crate::pages::Pages>,
+    pub pages: Vec<crate::pages::Pages>,
 }
 
 impl HttpState {
@@ -105,8 +108,10 @@ pub async fn serve(
         && headers.contains_key("access-control-request-method")
     {
         preflight(cors.as_deref())
-    } else if let Some(page) = state.pages.as_ref().and_then(|p| p.get(uri.path())) {
+    } else if let Some(page) = state.pages.iter().find_map(|p| p.get(uri.path())) {
         page
+    } else if uri.path() == METRICS_PATH && method == Method::GET {
+        axum::Json(state.functions.metrics.totals()).into_response()
     } else {
         let matched = state.routes.iter().find_map(|r| {
             (r.method == method.as_str())
@@ -119,7 +124,12 @@ pub async fn serve(
                 let event = event_for(route, &parameters, &method, &uri, &headers, &body, peer);
                 match event {
                     Ok(event) => match match state.functions.deps(&route.function) {
-                        Some(deps) => invoke(&route.function, deps, event).await,
+                        Some(deps) => {
+                            state
+                                .functions
+                                .invocation(invoke(&route.function, deps, event))
+                                .await
+                        }
                         None => None,
                     } {
                         Some(reply) => to_response(reply),

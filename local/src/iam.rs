@@ -736,6 +736,9 @@ async fn buffered(request: Request) -> Result<(Request, axum::body::Bytes), Resp
 /// Guards the ECS endpoint: each request is judged by who signed it.
 pub async fn ecs_guard(State(iam): State<Arc<Iam>>, request: Request, next: Next) -> Response {
     let principal = principal(request.headers());
+    if crate::ec2::is_ec2(request.headers()) {
+        return ec2_guard(&iam, principal, request, next).await;
+    }
     let target = request
         .headers()
         .get("x-amz-target")
@@ -755,6 +758,29 @@ pub async fn ecs_guard(State(iam): State<Arc<Iam>>, request: Request, next: Next
             "AccessDeniedException",
             "application/x-amz-json-1.1",
             json!({ "__type": "AccessDeniedException", "message": d.message }),
+        );
+    }
+    next.run(request).await
+}
+
+/// EC2 requests on the ECS listener: `ec2:<Action>` on `*` (DescribeNetworkInterfaces has no
+/// resource-level permissions), refused as EC2 refuses, `UnauthorizedOperation` with 403.
+async fn ec2_guard(iam: &Iam, principal: Option<String>, request: Request, next: Next) -> Response {
+    let (request, bytes) = match buffered(request).await {
+        Ok(parts) => parts,
+        Err(response) => return response,
+    };
+    let parameters = crate::ec2::parameters(&bytes);
+    let call = Call::new(format!("ec2:{}", crate::ec2::action(&parameters)), "*");
+    if let Err(d) = iam.check(principal.as_deref(), &call) {
+        tracing::warn!(principal, message = d.message, "EC2 call denied");
+        return crate::ec2::error(
+            StatusCode::FORBIDDEN,
+            "UnauthorizedOperation",
+            &format!(
+                "You are not authorized to perform this operation. {}",
+                d.message
+            ),
         );
     }
     next.run(request).await

@@ -2,9 +2,11 @@
 //! Docker. The function handlers run their production code; only their endpoints differ.
 
 pub mod dynamodb;
+mod ec2;
 mod ecs;
 mod http_api;
 pub mod iam;
+mod metrics;
 mod pages;
 pub mod template;
 mod ws_api;
@@ -152,6 +154,8 @@ pub const DEFAULT_WS_MAX_CONNECTION_SECONDS: u64 = 7200;
 pub struct Functions {
     by_binary: HashMap<String, Deps>,
     logical_ids: HashMap<String, String>,
+    /// Every handler's metric lines go here.
+    metrics: Arc<metrics::Collector>,
 }
 
 impl Functions {
@@ -162,6 +166,11 @@ impl Functions {
     /// The Deps of the function with this logical id (e.g. `IdentifyFunction`).
     pub fn by_logical_id(&self, logical_id: &str) -> Option<&Deps> {
         self.deps(self.logical_ids.get(logical_id)?)
+    }
+
+    /// Runs one invocation of a handler with its metric lines collected.
+    pub async fn invocation<F: std::future::Future>(&self, invocation: F) -> F::Output {
+        switchboard::metrics::captured(self.metrics.sink(), invocation).await
     }
 }
 
@@ -468,11 +477,13 @@ impl Stack {
         let admin = Endpoints {
             dynamodb: Some(options.dynamodb_endpoint.clone()),
             ecs: Some(ecs_url.clone()),
+            ec2: Some(ecs_url.clone()),
             management: management.clone(),
         };
         let checked = Endpoints {
             dynamodb: Some(dynamodb_url.clone()),
             ecs: Some(ecs_url.clone()),
+            ec2: Some(ecs_url.clone()),
             management,
         };
         let allowed_origins = configured.allowed_origins;
@@ -491,6 +502,7 @@ impl Stack {
         let functions = Arc::new(Functions {
             by_binary,
             logical_ids,
+            metrics: Arc::default(),
         });
         let deps = Deps::new(
             configured.admin,
@@ -536,10 +548,17 @@ impl Stack {
             functions: functions.clone(),
             routes: http_routes,
             allowed_origins,
+            // The demo pages, and beside them the built SDK (`sdk/dist`) they import.
             pages: options
                 .pages
-                .clone()
-                .map(|root| pages::Pages::new(root, "/demo")),
+                .iter()
+                .flat_map(|root| {
+                    [
+                        pages::Pages::new(root.clone(), "/demo"),
+                        pages::Pages::new(workspace_root().join("sdk/dist"), "/sdk"),
+                    ]
+                })
+                .collect(),
         });
 
         let http_app = Router::new().fallback(http_api::serve).with_state(http);
@@ -586,12 +605,15 @@ impl Stack {
                 .get("sweeper")
                 .cloned()
                 .unwrap_or_else(|| deps.clone());
+            let functions = functions.clone();
             servers.push(tokio::spawn(async move {
                 let mut ticks = tokio::time::interval(interval);
                 ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 loop {
                     ticks.tick().await;
-                    sweeper::handler(&deps, serde_json::json!({})).await;
+                    functions
+                        .invocation(sweeper::handler(&deps, serde_json::json!({})))
+                        .await;
                 }
             }));
         }
@@ -611,7 +633,19 @@ impl Stack {
 
     /// Runs the sweeper once, as its schedule would (with the sweeper's own credentials).
     pub async fn sweep(&self) -> switchboard::lifecycle::SweepReport {
-        sweeper::handler(self.sweeper_deps(), serde_json::json!({})).await
+        self.functions
+            .invocation(sweeper::handler(self.sweeper_deps(), serde_json::json!({})))
+            .await
+    }
+
+    /// The totals of the functions' metrics, as `GET /__local/metrics` serves them.
+    pub fn metrics(&self) -> serde_json::Value {
+        self.functions.metrics.totals()
+    }
+
+    /// The EMF lines the functions wrote (the last 10,000), as CloudWatch Logs would get them.
+    pub fn metric_lines(&self) -> Vec<String> {
+        self.functions.metrics.lines()
     }
 
     fn sweeper_deps(&self) -> &Deps {

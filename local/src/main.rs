@@ -158,7 +158,10 @@ async fn run(args: Args) -> Result<(), String> {
     }
     // Secrets it is not given, it makes, and says so.
     for (name, what) in [
-        ("SWITCHBOARD_OPERATOR_KEYS", "operator key (createRoom)"),
+        (
+            "SWITCHBOARD_OPERATOR_KEYS",
+            "operator key (createRoom, DELETE /rooms, sessions API)",
+        ),
         ("SWITCHBOARD_HOST_KEYS", "host key (heartbeat, status)"),
         (
             "SWITCHBOARD_TURN_SECRET",

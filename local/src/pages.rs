@@ -1,4 +1,5 @@
-//! Static pages the local stack serves beside the HTTP API (the demo), read from disk.
+//! Static pages the local stack serves beside the HTTP API (the demo and the built SDK it
+//! imports), read from disk.
 
 use std::path::PathBuf;
 
@@ -46,6 +47,8 @@ impl Pages {
             Some("js") => "text/javascript; charset=utf-8",
             Some("css") => "text/css; charset=utf-8",
             Some("png") => "image/png",
+            Some("map") | Some("json") => "application/json",
+            Some("ts") => "text/plain; charset=utf-8",
             _ => "application/octet-stream",
         };
         Some(match std::fs::read(self.root.join(name)) {

@@ -231,7 +231,10 @@ impl WsState {
     async fn run(&self, route_key: &str, event: ApiGatewayWebsocketProxyRequest) -> Option<i64> {
         let function = self.routes.get(route_key)?;
         let deps = self.functions.deps(function)?;
-        invoke(function, deps, event).await.map(|r| r.status_code)
+        self.functions
+            .invocation(invoke(function, deps, event))
+            .await
+            .map(|r| r.status_code)
     }
 }
 

@@ -265,6 +265,8 @@ fn each_functions_policy_grants_exactly_what_it_calls() {
         ]
     };
     let cat = |groups: &[Vec<String>]| -> Vec<String> { groups.concat() };
+    // A session task's public address, from its network interface.
+    let addresses = "ec2:DescribeNetworkInterfaces *".to_string();
     // Ending a server: its record, its room's members told, a gone member's records removed.
     let ending: &[(&str, &[&str])] = &[
         ("RoomsTable", &["GetItem", "UpdateItem", "DeleteItem"]),
@@ -397,6 +399,7 @@ fn each_functions_policy_grants_exactly_what_it_calls() {
                     vec![post.clone()],
                     session_run(),
                     session_tasks(&["DescribeTasks", "StopTask", "ListTasks"]),
+                    vec![addresses.clone()],
                 ]),
             ),
         ),
@@ -411,7 +414,7 @@ fn each_functions_policy_grants_exactly_what_it_calls() {
                     ("SessionsTable", &["GetItem", "UpdateItem"]),
                     ("RoomsTable", &["GetItem", "UpdateItem"]),
                 ]],
-                &session_tasks(&["DescribeTasks"]),
+                &cat(&[session_tasks(&["DescribeTasks"]), vec![addresses.clone()]]),
             ),
         ),
         (
@@ -918,6 +921,7 @@ async fn the_readmes_sessions_example_starts_and_serves_sessions() {
         .args(["--ecs-port", &ecs_port.to_string()])
         .args(["--task-stop-timeout-seconds", "1"])
         .env_remove("SWITCHBOARD_OPERATOR_KEYS")
+        .env_remove("SWITCHBOARD_HOST_KEYS")
         .env_remove("SWITCHBOARD_APPLICATIONS")
         .env_remove("SWITCHBOARD_LOCATIONS")
         .stdout(Stdio::piped())
@@ -931,6 +935,24 @@ async fn the_readmes_sessions_example_starts_and_serves_sessions() {
         .find_map(|l| l.split("SWITCHBOARD_OPERATOR_KEYS=").nth(1))
         .expect("a generated operator key")
         .to_string();
+    // The lines naming the generated keys are the README's, and say what each key is for: the
+    // operator key authorizes createRoom, DELETE /rooms and the sessions API (used below).
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    for name in ["SWITCHBOARD_OPERATOR_KEYS=", "SWITCHBOARD_HOST_KEYS="] {
+        let line = printed.iter().find(|l| l.contains(name)).unwrap();
+        let said = &line[..line.find(name).unwrap() + name.len()];
+        assert!(
+            readme.lines().any(|l| l.starts_with(said)),
+            "the README shows the line `{said}…`"
+        );
+    }
+    assert!(
+        printed.iter().any(|l| l.starts_with(
+            "generated operator key (createRoom, DELETE /rooms, sessions API): SWITCHBOARD_OPERATOR_KEYS="
+        )),
+        "{printed:?}"
+    );
     let api = format!("http://127.0.0.1:{http_port}");
     let client = reqwest::Client::new();
     let reply = client

@@ -9,6 +9,7 @@ use tokio::net::UdpSocket;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 
+use crate::batch;
 use crate::config::Config;
 use crate::room::{Room, RoomOptions};
 use crate::signaling::{self, Identity, Inbound};
@@ -25,6 +26,10 @@ pub enum Exit {
     /// A start-up failure (the socket could not be bound), with the line to print.
     Failed(String),
 }
+
+/// Datagrams read in one turn of the loop when more are waiting: what they make the room send
+/// goes out together.
+const RECEIVE_BATCH: usize = 32;
 
 /// STUN binding requests for the server-reflexive address: sent at these offsets from start.
 const STUN_RETRIES: [Duration; 4] = [
@@ -47,12 +52,11 @@ pub async fn run(config: Config, address: IpAddr) -> Exit {
         Err(e) => return Exit::Failed(format!("cannot bind {bind}/udp: {e}")),
     };
     let local = socket.local_addr().unwrap_or(bind);
-    let advertised = config
-        .public_ip
-        .map(|ip| SocketAddr::new(ip, local.port()))
-        .unwrap_or(local);
-    tracing::info!(%local, %advertised, room = %config.room_id, "SFU listening");
-    let mut room = Room::new(RoomOptions::new(advertised));
+    // The host candidate is always the task's own address; a public one is offered beside it.
+    let mut options = RoomOptions::new(local);
+    options.public = config.public_ip.map(|ip| SocketAddr::new(ip, local.port()));
+    tracing::info!(%local, public = ?options.public, room = %config.room_id, "SFU listening");
+    let mut room = Room::new(options);
 
     // The server-reflexive address (unless SFU_PUBLIC_IP says it): asked of each STUN server.
     let mut stun_servers = Vec::new();
@@ -83,6 +87,7 @@ pub async fn run(config: Config, address: IpAddr) -> Exit {
     let signaling = tokio::spawn(signaling::run(identity, inbound_tx, outbound_rx));
 
     let mut buf = vec![0u8; 2048];
+    let mut outgoing = Vec::new();
     let exit = loop {
         let now = Instant::now();
         let wake = room
@@ -95,15 +100,23 @@ pub async fn run(config: Config, address: IpAddr) -> Exit {
         tokio::select! {
             received = socket.recv_from(&mut buf) => match received {
                 Ok((n, source)) => {
-                    let packet = &buf[..n];
-                    if !srflx_known && stun_servers.contains(&source)
-                        && let Some(mapped) = stun::binding_response(packet, &transaction)
-                    {
-                        srflx_known = true;
-                        tracing::info!(%mapped, "server-reflexive address");
-                        room.add_server_reflexive(mapped);
-                    } else {
-                        room.handle_datagram(Instant::now(), source, packet);
+                    let mut next = Some((n, source));
+                    let mut read = 0;
+                    while let Some((n, source)) = next.take() {
+                        let packet = &buf[..n];
+                        if !srflx_known && stun_servers.contains(&source)
+                            && let Some(mapped) = stun::binding_response(packet, &transaction)
+                        {
+                            srflx_known = true;
+                            tracing::info!(%mapped, "server-reflexive address");
+                            room.add_server_reflexive(mapped);
+                        } else {
+                            room.handle_datagram(Instant::now(), source, packet);
+                        }
+                        read += 1;
+                        if read < RECEIVE_BATCH {
+                            next = socket.try_recv_from(&mut buf).ok();
+                        }
                     }
                 }
                 Err(e) => tracing::warn!(error = %e, "UDP receive failed"),
@@ -139,14 +152,9 @@ pub async fn run(config: Config, address: IpAddr) -> Exit {
             _ = terminate.recv() => break Exit::Signalled,
             _ = interrupt.recv() => break Exit::Signalled,
         }
-        while let Some(transmit) = room.poll_transmit() {
-            if let Err(e) = socket
-                .send_to(&transmit.contents, transmit.destination)
-                .await
-            {
-                tracing::debug!(destination = %transmit.destination, error = %e, "UDP send failed");
-            }
-        }
+        outgoing.extend(std::iter::from_fn(|| room.poll_transmit()));
+        batch::send_all(&socket, &outgoing).await;
+        outgoing.clear();
         while let Some(frame) = room.poll_frame() {
             if outbound.send(frame.to_string()).is_err() {
                 break;

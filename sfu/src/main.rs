@@ -2,8 +2,8 @@
 //!
 //! Environment: `ROOM_ID`, `SFU_TOKEN`, `SIGNAL_SERVER_URL`, `RTC_CONFIG`; its own address from
 //! `TASK_IP` or, on Fargate, the task metadata endpoint (`ECS_CONTAINER_METADATA_URI_V4`);
-//! `SFU_UDP_PORT` (50000); `SFU_PUBLIC_IP` (the address to advertise instead). A missing or
-//! malformed setting: one line naming it on stderr, exit 78. Exit 0 after SIGTERM/SIGINT, and
+//! `SFU_UDP_PORT` (50000); `SFU_PUBLIC_IP` (a public address offered beside the host one). A
+//! missing or malformed setting: one line naming it on stderr, exit 78. Exit 0 after SIGTERM/SIGINT, and
 //! when the gateway refuses a later identify (the room ended while the socket was away); exit 1
 //! when the very first identify is refused (wrong token or unknown room) or the socket cannot
 //! be bound. `RUST_LOG` sets the log filter (default `info`).

@@ -12,11 +12,15 @@
 //! and the request's source address is then remembered for that peer; every other datagram
 //! (DTLS, SRTP, SRTCP, STUN answers) is routed by its source address.
 //!
-//! Media: each producer's `MediaData` (a depacketized frame, never decoded) is written to the
-//! matching track of every consumer that carries that producer; str0m packetizes it again for
-//! that leg. Keyframes: a consumer that connects, or a consumer's PLI/FIR, asks the producer for a
-//! keyframe (at most one request per track per 500 ms). NACKs stay on their leg: str0m asks the
-//! publisher for what the SFU lost, and answers a receiver's NACK from its own send buffer.
+//! Media: every `Rtc` is in str0m's RTP mode. Each RTP packet a producer receives (decrypted,
+//! never depacketized or decoded) is written as it comes to the matching track of every consumer
+//! carrying that producer, with that leg's SSRC, payload type and sequence numbers (contiguous
+//! from the packet the leg started at; the RTP timestamp is kept); str0m encrypts it for that
+//! receiver. A consumer's video starts at the first packet of a keyframe. Keyframes: a consumer
+//! that connects, or a consumer's PLI/FIR, asks the producer for a keyframe (at most one request
+//! per track per 500 ms). NACKs stay on their leg: str0m asks the publisher for what the SFU
+//! lost (a repaired packet is forwarded when it arrives), and answers a receiver's NACK from its
+//! own send buffer.
 //!
 //! Isolation: every call into one peer's `Rtc` runs inside `catch_unwind`; a peer whose `Rtc`
 //! errs or panics is dropped (a producer with its whole participant), and nothing else is.
@@ -25,13 +29,16 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::channel::{ChannelConfig, ChannelId};
-use str0m::media::{Direction, KeyframeRequestKind, MediaData, MediaKind, Mid, Rid};
+use str0m::format::{Codec, PayloadParams};
+use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid, Pt, Rid};
 use str0m::net::{Protocol, Receive};
+use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, SeqNo, Ssrc, Vp8Descriptor};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 
 use crate::stun;
@@ -48,8 +55,11 @@ pub struct Transmit {
 
 #[derive(Clone, Debug)]
 pub struct RoomOptions {
-    /// The address the SFU's host candidate names (and datagrams arrive at).
-    pub advertised: SocketAddr,
+    /// The socket's own address: the host candidate, and where datagrams arrive.
+    pub local: SocketAddr,
+    /// A public address that maps to `local` (`SFU_PUBLIC_IP`): offered as a server-reflexive
+    /// candidate next to the host one.
+    pub public: Option<SocketAddr>,
     /// A peer whose ICE has been disconnected this long is dropped.
     pub ice_timeout: Duration,
     /// A peer connection that has not connected this long after it was made is dropped (a
@@ -61,9 +71,10 @@ pub struct RoomOptions {
 }
 
 impl RoomOptions {
-    pub fn new(advertised: SocketAddr) -> Self {
+    pub fn new(local: SocketAddr) -> Self {
         Self {
-            advertised,
+            local,
+            public: None,
             ice_timeout: Duration::from_secs(15),
             connect_timeout: Duration::from_secs(30),
             early_candidates: 32,
@@ -98,6 +109,10 @@ struct Track {
     /// With simulcast, the one layer forwarded (the first seen).
     rid: Option<Rid>,
     last_keyframe_request: Option<Instant>,
+    /// The payload type last received and its codec.
+    params: Option<PayloadParams>,
+    /// The RTP timestamp of the last packet received: a packet with another one starts a frame.
+    last_timestamp: Option<u32>,
 }
 
 /// A producer track carried by a consumer: (producer mid, consumer mid).
@@ -106,9 +121,44 @@ struct Forward {
     from: Mid,
     to: Mid,
     kind: MediaKind,
-    /// Video starts at a keyframe: until one passes, delta frames are not forwarded (a
-    /// decoder cannot use them).
-    started: bool,
+    /// Once started: the producer's SSRC and the offset from its extended sequence numbers to
+    /// this leg's (`out = in + offset`). Video starts at a keyframe: until one passes, nothing is
+    /// forwarded (a decoder cannot use delta frames). A new producer SSRC starts again.
+    origin: Option<(Ssrc, i64)>,
+    /// The first sequence number of this leg since the last start, and the highest sent.
+    first_out: u64,
+    last_out: u64,
+    /// The last payload type mapping used: (producer's, this leg's).
+    pt_map: Option<(Pt, Pt)>,
+}
+
+impl Forward {
+    fn new(from: Mid, to: Mid, kind: MediaKind) -> Self {
+        Self {
+            from,
+            to,
+            kind,
+            origin: None,
+            first_out: 0,
+            last_out: 0,
+            pt_map: None,
+        }
+    }
+}
+
+/// One RTP packet a producer received, as every consumer leg needs it.
+struct Packet {
+    mid: Mid,
+    params: PayloadParams,
+    ssrc: Ssrc,
+    seq_no: SeqNo,
+    timestamp: u32,
+    marker: bool,
+    ext_vals: ExtensionValues,
+    payload: Arc<[u8]>,
+    arrived: Instant,
+    /// The first packet of a video keyframe.
+    keyframe_start: bool,
 }
 
 struct Peer {
@@ -131,7 +181,7 @@ struct Peer {
 /// What polling one peer asks of the room.
 enum Effect {
     TracksAdded(String),
-    Media(String, Box<MediaData>),
+    Rtp(PeerId, Box<Packet>),
     Keyframe {
         client: String,
         mid: Mid,
@@ -225,10 +275,16 @@ fn sdp_ufrag(sdp: &str) -> Option<String> {
 impl Room {
     pub fn new(options: RoomOptions) -> Self {
         let mut local_candidates = Vec::new();
-        match Candidate::host(options.advertised, "udp") {
+        match Candidate::host(options.local, "udp") {
             Ok(c) => local_candidates.push(c),
             Err(e) => {
-                tracing::error!(advertised = %options.advertised, error = %e, "no host candidate")
+                tracing::error!(local = %options.local, error = %e, "no host candidate")
+            }
+        }
+        if let Some(public) = options.public.filter(|p| *p != options.local) {
+            match Candidate::server_reflexive(public, options.local, "udp") {
+                Ok(c) => local_candidates.push(c),
+                Err(e) => tracing::error!(%public, error = %e, "no public candidate"),
             }
         }
         Self {
@@ -252,10 +308,10 @@ impl Room {
     /// The server-reflexive address learned from a STUN server: offered on every peer
     /// connection made from now on.
     pub fn add_server_reflexive(&mut self, mapped: SocketAddr) {
-        if mapped == self.options.advertised {
+        if mapped == self.options.local || Some(mapped) == self.options.public {
             return;
         }
-        match Candidate::server_reflexive(mapped, self.options.advertised, "udp") {
+        match Candidate::server_reflexive(mapped, self.options.local, "udp") {
             Ok(c) => self.local_candidates.push(c),
             Err(e) => tracing::warn!(%mapped, error = %e, "no server-reflexive candidate"),
         }
@@ -353,7 +409,15 @@ impl Room {
     }
 
     fn new_rtc(&self, now: Instant) -> Rtc {
-        let mut rtc = Rtc::builder().build(now);
+        // RTP mode: packets are forwarded as they come, never reassembled into frames. The codecs
+        // are the ones the SFU can start a receiver at a keyframe of.
+        let mut rtc = Rtc::builder()
+            .set_rtp_mode(true)
+            .clear_codecs()
+            .enable_opus(true, false)
+            .enable_vp8(true)
+            .enable_h264(true)
+            .build(now);
         for candidate in &self.local_candidates {
             rtc.add_local_candidate(candidate.clone());
         }
@@ -638,12 +702,7 @@ impl Room {
                             None,
                             None,
                         );
-                        added.push(Forward {
-                            started: false,
-                            from: *mid,
-                            to,
-                            kind: *kind,
-                        });
+                        added.push(Forward::new(*mid, to, *kind));
                     }
                 }
                 let applied = fenced("apply", &key, || change.apply());
@@ -675,12 +734,7 @@ impl Room {
                     None,
                     None,
                 );
-                added.push(Forward {
-                    started: false,
-                    from: *mid,
-                    to,
-                    kind: *kind,
-                });
+                added.push(Forward::new(*mid, to, *kind));
             }
             change
                 .apply()
@@ -778,7 +832,7 @@ impl Room {
             tracing::debug!(%source, "datagram str0m does not read; dropped");
             return;
         };
-        let destination = self.options.advertised;
+        let destination = self.options.local;
         let Some(peer) = self.peers.get_mut(&id) else {
             return;
         };
@@ -893,8 +947,15 @@ impl Room {
         let transmits = &mut self.transmits;
         let mut effects = Vec::new();
         let polled = fenced("poll_output", &key, || {
+            // Packets written to a send stream leave on str0m's next timeout, which it asks
+            // for at once: given here, so they go out with the datagram that brought them.
+            let mut due_now = 0;
             for _ in 0..10_000 {
                 match peer.rtc.poll_output() {
+                    Ok(Output::Timeout(t)) if t <= now && due_now < 2 => {
+                        due_now += 1;
+                        peer.rtc.handle_input(Input::Timeout(now))?;
+                    }
                     Ok(Output::Timeout(t)) => return Ok(Some(t)),
                     Ok(Output::Transmit(t)) => transmits.push_back(Transmit {
                         destination: t.destination,
@@ -941,7 +1002,7 @@ impl Room {
                     self.ensure_consumer(now, &receiver, &client);
                 }
             }
-            Effect::Media(client, data) => self.forward(now, &client, *data),
+            Effect::Rtp(producer, packet) => self.forward(now, producer, &packet),
             Effect::Keyframe { client, mid, kind } => {
                 self.request_keyframe(now, &client, mid, kind)
             }
@@ -1006,12 +1067,16 @@ impl Room {
         }
     }
 
-    fn forward(&mut self, now: Instant, client: &str, data: MediaData) {
-        let Some(ids) = self.consumers_of.get(client) else {
+    fn forward(&mut self, now: Instant, producer: PeerId, packet: &Packet) {
+        let Some(PeerKey::Producer(client)) = self.peers.get(&producer).map(|p| &p.key) else {
+            return;
+        };
+        let client = client.clone();
+        let Some(ids) = self.consumers_of.get(&client) else {
             return;
         };
         let ids: Vec<PeerId> = ids.iter().copied().collect();
-        let keyframe = data.is_keyframe();
+        let seq = *packet.seq_no as i64;
         let mut waiting = false;
         for id in ids {
             let Some(peer) = self.peers.get_mut(&id) else {
@@ -1020,33 +1085,79 @@ impl Room {
             if !peer.connected {
                 continue;
             }
-            let Some(forward) = peer.forwards.iter_mut().find(|f| f.from == data.mid) else {
+            let Some(forward) = peer.forwards.iter_mut().find(|f| f.from == packet.mid) else {
                 continue;
             };
-            if forward.kind == MediaKind::Video && !forward.started {
-                if !keyframe {
-                    waiting = true;
-                    continue;
+            let offset = match forward.origin {
+                Some((ssrc, offset)) if ssrc == packet.ssrc => offset,
+                _ => {
+                    if forward.kind == MediaKind::Video && !packet.keyframe_start {
+                        waiting = true;
+                        continue;
+                    }
+                    // Contiguous with what this leg sent before (from 1 on a new leg).
+                    forward.first_out = forward.last_out + 1;
+                    let offset = forward.first_out as i64 - seq;
+                    forward.origin = Some((packet.ssrc, offset));
+                    offset
                 }
-                forward.started = true;
+            };
+            let out = seq + offset;
+            if out < forward.first_out as i64 {
+                continue; // from before this leg started (a late retransmission)
             }
+            let out = out as u64;
+            forward.last_out = forward.last_out.max(out);
+            let pt_in = packet.params.pt();
+            let pt = match forward.pt_map {
+                Some((from, to)) if from == pt_in => Some(to),
+                _ => {
+                    let pt = peer
+                        .rtc
+                        .codec_config()
+                        .match_params(packet.params)
+                        .map(|p| p.pt());
+                    forward.pt_map = pt.map(|to| (pt_in, to));
+                    pt
+                }
+            };
+            let Some(pt) = pt else {
+                tracing::debug!(key = ?peer.key, %pt_in, "no matching payload type; not forwarded");
+                continue;
+            };
             let forward = *forward;
             let key = peer.key.clone();
-            let written = fenced("write", &key, || {
-                let writer = peer.rtc.writer(forward.to)?;
-                let pt = writer.match_params(data.params)?;
-                Some(writer.write(pt, data.network_time, data.time, data.data.clone()))
+            let mut ext_vals = packet.ext_vals.clone();
+            // This leg's own: str0m sets them as the receiver needs.
+            ext_vals.mid = None;
+            ext_vals.rid = None;
+            ext_vals.rid_repair = None;
+            ext_vals.transport_cc = None;
+            let write = RtpWrite::new(
+                pt,
+                out.into(),
+                packet.timestamp,
+                packet.arrived,
+                packet.payload.clone(),
+            )
+            .marker(packet.marker)
+            .ext_vals(ext_vals)
+            .nackable(forward.kind == MediaKind::Video);
+            let written = fenced("write_rtp", &key, || {
+                let mut api = peer.rtc.direct_api();
+                let stream = api.stream_tx_by_mid(forward.to, None)?;
+                stream.write_rtp(write);
+                Some(())
             });
             match written {
-                Some(Some(Ok(()))) => self.mark(id),
-                Some(Some(Err(e))) => tracing::debug!(?key, error = %e, "forward failed"),
-                Some(None) => {}
+                Some(Some(())) => self.mark(id),
+                Some(None) => tracing::debug!(?key, "no send stream for a forwarded track"),
                 None => self.drop_peer(id),
             }
         }
         if waiting {
             // A consumer waits for a keyframe (the first request may have been lost).
-            self.request_keyframe(now, client, data.mid, KeyframeRequestKind::Pli);
+            self.request_keyframe(now, &client, packet.mid, KeyframeRequestKind::Pli);
         }
     }
 
@@ -1077,16 +1188,16 @@ impl Room {
         let key = peer.key.clone();
         let requested = fenced("request_keyframe", &key, || {
             peer.rtc
-                .writer(mid)
-                .map(|mut w| w.request_keyframe(rid, kind))
+                .direct_api()
+                .stream_rx_by_mid(mid, rid)
+                .map(|stream| stream.request_keyframe(kind))
         });
         match requested {
-            Some(Some(Ok(()))) => {
+            Some(Some(())) => {
                 tracing::debug!(%client, ?mid, "keyframe requested");
                 self.mark(id);
             }
-            Some(Some(Err(e))) => tracing::debug!(%client, error = %e, "keyframe request failed"),
-            Some(None) => {}
+            Some(None) => tracing::debug!(%client, ?mid, "no receive stream to ask for a keyframe"),
             None => self.drop_peer(id),
         }
     }
@@ -1120,32 +1231,18 @@ fn peer_event(id: PeerId, peer: &mut Peer, now: Instant, event: Event, effects: 
                     kind: added.kind,
                     rid: None,
                     last_keyframe_request: None,
+                    params: None,
+                    last_timestamp: None,
                 });
                 effects.push(Effect::TracksAdded(client.clone()));
             }
         }
-        Event::MediaData(data) => {
-            let PeerKey::Producer(client) = &peer.key else {
-                return;
-            };
-            let Some(track) = peer.tracks.iter_mut().find(|t| t.mid == data.mid) else {
-                return;
-            };
-            if let Some(rid) = data.rid {
-                match track.rid {
-                    None => track.rid = Some(rid),
-                    Some(chosen) if chosen != rid => return,
-                    Some(_) => {}
-                }
+        Event::RtpPacket(packet) => {
+            if matches!(peer.key, PeerKey::Producer(_))
+                && let Some(packet) = producer_packet(peer, packet)
+            {
+                effects.push(Effect::Rtp(id, Box::new(packet)));
             }
-            if !data.contiguous && track.kind == MediaKind::Video {
-                effects.push(Effect::Keyframe {
-                    client: client.clone(),
-                    mid: data.mid,
-                    kind: KeyframeRequestKind::Pli,
-                });
-            }
-            effects.push(Effect::Media(client.clone(), Box::new(data)));
         }
         Event::KeyframeRequest(request) => {
             if let PeerKey::Consumer { remote, .. } = &peer.key
@@ -1183,6 +1280,86 @@ fn peer_event(id: PeerId, peer: &mut Peer, now: Instant, event: Event, effects: 
             tracing::info!(key = ?peer.key, "closed by the remote");
         }
         _ => {}
+    }
+}
+
+/// What a producer's RTP packet is, for its consumers: its track, codec and whether it starts a
+/// keyframe. `None`: not a packet of a track the producer forwards (another simulcast layer, an
+/// unknown stream or payload type).
+fn producer_packet(peer: &mut Peer, packet: RtpPacket) -> Option<Packet> {
+    let ssrc = packet.header.ssrc;
+    let (mid, rid) = peer
+        .rtc
+        .direct_api()
+        .stream_rx(&ssrc)
+        .map(|s| (s.mid(), s.rid()))?;
+    let track = peer.tracks.iter_mut().find(|t| t.mid == mid)?;
+    if let Some(rid) = rid {
+        match track.rid {
+            None => track.rid = Some(rid),
+            Some(chosen) if chosen != rid => return None,
+            Some(_) => {}
+        }
+    }
+    let pt = packet.header.payload_type;
+    if track.params.is_none_or(|p| p.pt() != pt) {
+        track.params = peer.rtc.codec_config().find(|p| p.pt() == pt).copied();
+    }
+    let params = track.params?;
+    let timestamp = packet.header.timestamp;
+    let frame_start = track.last_timestamp != Some(timestamp);
+    track.last_timestamp = Some(timestamp);
+    let keyframe_start = track.kind == MediaKind::Video
+        && starts_keyframe(params.spec().codec, &packet.payload, frame_start);
+    Some(Packet {
+        mid,
+        params,
+        ssrc,
+        seq_no: packet.seq_no,
+        timestamp,
+        marker: packet.header.marker,
+        ext_vals: packet.header.ext_vals,
+        payload: packet.payload,
+        arrived: packet.timestamp,
+        keyframe_start,
+    })
+}
+
+/// Whether an RTP payload is the first packet of a keyframe. VP8: the payload descriptor starts
+/// a partition-0 keyframe. H.264: the first packet of its frame (RTP timestamp) carries an SPS or
+/// an IDR slice (a single NAL unit, in a STAP-A, or the start of an FU-A).
+fn starts_keyframe(codec: Codec, payload: &[u8], frame_start: bool) -> bool {
+    match codec {
+        Codec::Vp8 => Vp8Descriptor::parse(payload).is_ok_and(|d| d.starts_keyframe(payload)),
+        Codec::H264 => frame_start && h264_has_keyframe_nal(payload),
+        _ => false,
+    }
+}
+
+fn h264_has_keyframe_nal(payload: &[u8]) -> bool {
+    const IDR: u8 = 5;
+    const SPS: u8 = 7;
+    let key = |nal: u8| matches!(nal & 0x1f, IDR | SPS);
+    let Some(&first) = payload.first() else {
+        return false;
+    };
+    match first & 0x1f {
+        1..=23 => key(first),
+        // STAP-A: 16-bit sizes, each followed by a NAL unit.
+        24 => {
+            let mut at = 1;
+            while at + 2 < payload.len() {
+                let size = usize::from(u16::from_be_bytes([payload[at], payload[at + 1]]));
+                if key(payload[at + 2]) {
+                    return true;
+                }
+                at += 2 + size;
+            }
+            false
+        }
+        // FU-A: the FU header's start bit and the fragmented NAL unit's type.
+        28 => payload.get(1).is_some_and(|h| h & 0x80 != 0 && key(*h)),
+        _ => false,
     }
 }
 
@@ -1317,7 +1494,7 @@ mod tests {
                         *now,
                         Receive {
                             proto: Protocol::Udp,
-                            source: room.options.advertised,
+                            source: room.options.local,
                             destination: t.destination,
                             contents: t.contents.as_slice().try_into().unwrap(),
                         },

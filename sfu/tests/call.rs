@@ -294,3 +294,58 @@ async fn bad_input_from_one_client_leaves_the_others_call_alone() {
         p.leave().await;
     }
 }
+
+/// With `SFU_PUBLIC_IP` set, the SFU's answer still names the task's own address as its host
+/// candidate, with the public address beside it (a client inside the task's network reaches the
+/// host one, a client outside the public one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_public_ip_the_task_address_stays_a_host_candidate() {
+    let _serial = SERIAL.lock().await;
+    let mut options = common::options();
+    options.task_command = Some(format!(
+        "SFU_PUBLIC_IP=203.0.113.7 RUST_LOG=${{RUST_LOG:-info}} exec {}",
+        common::sfu_binary()
+    ));
+    let stack = common::start(options).await;
+    let room = common::create_and_claim(&stack, "/public").await;
+    let task_ip = stack
+        .tasks()
+        .into_iter()
+        .find(|t| t.task_arn == room.task_arn)
+        .map(|t| t.address.to_string())
+        .expect("the room's task");
+    let alice = Participant::join(&stack.ws_url, &room.id, "alice", Publish::default())
+        .await
+        .unwrap();
+    let stats = alice
+        .wait_for(MEDIA, |s| s.producer_connected)
+        .await
+        .unwrap_or_else(|s| panic!("alice's producer never connected: {:#?}", s.frames));
+    let answer = stats
+        .frames
+        .iter()
+        .find(|f| f["type"] == "producer" && f["description"]["type"] == "answer")
+        .and_then(|f| f["description"]["sdp"].as_str())
+        .expect("the SFU's answer")
+        .to_string();
+    // a=candidate:<foundation> 1 udp <priority> <address> <port> typ <kind> ...
+    let candidates: Vec<(String, String)> = answer
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("a=candidate:"))
+        .filter_map(|c| {
+            let fields: Vec<&str> = c.split_whitespace().collect();
+            Some((fields.get(4)?.to_string(), fields.get(7)?.to_string()))
+        })
+        .collect();
+    assert!(
+        candidates.contains(&(task_ip.clone(), "host".to_string())),
+        "no host candidate at the task's address {task_ip}: {candidates:?}\n{answer}"
+    );
+    assert!(
+        candidates
+            .iter()
+            .any(|(address, _)| address == "203.0.113.7"),
+        "no candidate at SFU_PUBLIC_IP: {candidates:?}"
+    );
+    alice.leave().await;
+}

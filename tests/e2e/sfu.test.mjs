@@ -303,9 +303,10 @@ test('SFU room, direct candidates: three in a call; DELETE /rooms ends it, the S
 
 test("SFU room: the gateway closes the SFU's socket; it identifies again, media keeps flowing, a newcomer still joins", async () => {
   // Every socket lives MAX seconds. The SFU connects first; the clients join JOIN_AT seconds
-  // later, so the SFU's socket is closed while theirs are open, with time to look after it.
-  const MAX = 70;
-  const JOIN_AT = 25;
+  // later, so the SFU's socket is closed while theirs are open, with time to look after it
+  // before theirs close too (the SDK reconnects those: sdk.test.mjs).
+  const MAX = 90;
+  const JOIN_AT = 35;
   const GRACE = 5;
   const urlPath = `reconnect/${short()}`;
   const [a, b, c] = ['hal', 'ida', 'jo'].map((n) => `${n}-${short()}`);

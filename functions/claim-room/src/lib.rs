@@ -15,13 +15,13 @@ pub const NEEDS: &[switchboard::Need] = &[
 use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
 use serde_json::Value;
 use switchboard::http::{ErrorStyle, JsonBody, respond};
-use switchboard::{ApiError, Deps, lifecycle, turn, validate};
+use switchboard::{ApiError, Deps, lifecycle, metrics, turn, validate};
 
 const STYLE: ErrorStyle = ErrorStyle::Rooms {
     internal: "Something broke on the server",
 };
 
-#[tracing::instrument(skip_all)]
+#[tracing::instrument(skip_all, fields(route = "claim-room"))]
 pub async fn handler(deps: &Deps, event: ApiGatewayV2httpRequest) -> ApiGatewayV2httpResponse {
     respond(claim_room(deps, &event).await, STYLE)
 }
@@ -34,6 +34,8 @@ async fn claim_room(deps: &Deps, event: &ApiGatewayV2httpRequest) -> Result<Valu
         .claim_room(&url_path)
         .await?
         .ok_or_else(|| ApiError::not_found("Room not found"))?;
+    metrics::one(metrics::name::CLAIMS, &[]);
+    tracing::info!(room = claimed.room_id, "claimed");
     if let Some(slot) = claimed.vacated_slot
         && slot < deps.config.warm_rooms
     {

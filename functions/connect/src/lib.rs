@@ -8,7 +8,7 @@ use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxy
 use switchboard::signaling::{connection_id, ws_response};
 use switchboard::{ApiError, Deps};
 
-#[tracing::instrument(skip_all, fields(connection = event.request_context.connection_id))]
+#[tracing::instrument(skip_all, fields(route = "connect", connection = event.request_context.connection_id))]
 pub async fn handler(
     deps: &Deps,
     event: ApiGatewayWebsocketProxyRequest,

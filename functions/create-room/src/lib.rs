@@ -22,7 +22,7 @@ const STYLE: ErrorStyle = ErrorStyle::Rooms {
     internal: "Failed to start task.",
 };
 
-#[tracing::instrument(skip_all)]
+#[tracing::instrument(skip_all, fields(route = "create-room"))]
 pub async fn handler(deps: &Deps, event: ApiGatewayV2httpRequest) -> ApiGatewayV2httpResponse {
     respond(create_room(deps, &event).await, STYLE)
 }

@@ -18,7 +18,7 @@ use switchboard::http::{require_bearer, respond_with_status, typed_body};
 use switchboard::sessions::{self, SessionRequest};
 use switchboard::{ApiError, Deps};
 
-#[tracing::instrument(skip_all)]
+#[tracing::instrument(skip_all, fields(route = "create-session"))]
 pub async fn handler(deps: &Deps, event: ApiGatewayV2httpRequest) -> ApiGatewayV2httpResponse {
     respond_with_status(create(deps, &event).await, sessions::STYLE)
 }

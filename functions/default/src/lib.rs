@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use switchboard::signaling::{connection_id, parse_frame, refuse, send, ws_response};
 use switchboard::{ApiError, Deps};
 
-#[tracing::instrument(skip_all, fields(connection = event.request_context.connection_id))]
+#[tracing::instrument(skip_all, fields(route = "default", connection = event.request_context.connection_id))]
 pub async fn handler(
     deps: &Deps,
     event: ApiGatewayWebsocketProxyRequest,

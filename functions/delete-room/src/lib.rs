@@ -19,7 +19,7 @@ const STYLE: ErrorStyle = ErrorStyle::Rooms {
     internal: "Something broke on the server",
 };
 
-#[tracing::instrument(skip_all)]
+#[tracing::instrument(skip_all, fields(route = "delete-room"))]
 pub async fn handler(deps: &Deps, event: ApiGatewayV2httpRequest) -> ApiGatewayV2httpResponse {
     respond(delete_room(deps, &event).await, STYLE)
 }

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use switchboard::http::{require_bearer, respond};
 use switchboard::{ApiError, Deps, lifecycle, sessions};
 
-#[tracing::instrument(skip_all)]
+#[tracing::instrument(skip_all, fields(route = "delete-session"))]
 pub async fn handler(deps: &Deps, event: ApiGatewayV2httpRequest) -> ApiGatewayV2httpResponse {
     respond(delete(deps, &event).await, sessions::STYLE)
 }

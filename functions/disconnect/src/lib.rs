@@ -9,7 +9,7 @@ use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxy
 use switchboard::signaling::{connection_id, depart, refuse, ws_response};
 use switchboard::{ApiError, Deps};
 
-#[tracing::instrument(skip_all, fields(connection = event.request_context.connection_id))]
+#[tracing::instrument(skip_all, fields(route = "disconnect", connection = event.request_context.connection_id))]
 pub async fn handler(
     deps: &Deps,
     event: ApiGatewayWebsocketProxyRequest,

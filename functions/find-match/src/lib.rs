@@ -13,9 +13,9 @@ pub const NEEDS: &[switchboard::Need] = &[
 use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
 use serde_json::{Value, json};
 use switchboard::http::{ErrorStyle, JsonBody, respond};
-use switchboard::{ApiError, Deps, turn, validate};
+use switchboard::{ApiError, Deps, metrics, turn, validate};
 
-#[tracing::instrument(skip_all)]
+#[tracing::instrument(skip_all, fields(route = "find-match"))]
 pub async fn handler(deps: &Deps, event: ApiGatewayV2httpRequest) -> ApiGatewayV2httpResponse {
     respond(find_match(deps, &event).await, ErrorStyle::Matchmaking)
 }
@@ -44,10 +44,16 @@ async fn find_match(deps: &Deps, event: &ApiGatewayV2httpRequest) -> Result<Valu
         capacity = outcome.capacity_units,
         "match"
     );
-    let host = outcome.host.ok_or_else(|| match requested {
-        Some(region) => ApiError::not_found(format!("No available hosts in region {region}")),
-        None => ApiError::not_found("No available hosts"),
-    })?;
+    let region = [("Region", requested.unwrap_or("any"))];
+    let Some(host) = outcome.host else {
+        metrics::one(metrics::name::MISSES, &region);
+        return Err(match requested {
+            Some(region) => ApiError::not_found(format!("No available hosts in region {region}")),
+            None => ApiError::not_found("No available hosts"),
+        });
+    };
+    metrics::one(metrics::name::MATCHES, &region);
+    tracing::info!(room = host.room_id, "matched");
     let now = deps.store.clock().now();
     Ok(json!({
         "success": true,

@@ -14,7 +14,7 @@ const STYLE: ErrorStyle = ErrorStyle::Rooms {
     internal: "Something broke on the server",
 };
 
-#[tracing::instrument(skip_all)]
+#[tracing::instrument(skip_all, fields(route = "get-room-id"))]
 pub async fn handler(deps: &Deps, event: ApiGatewayV2httpRequest) -> ApiGatewayV2httpResponse {
     respond(get_room_id(deps, &event).await, STYLE)
 }

@@ -11,7 +11,7 @@ use serde_json::Value;
 use switchboard::http::{require_bearer, respond};
 use switchboard::{ApiError, Deps, sessions};
 
-#[tracing::instrument(skip_all)]
+#[tracing::instrument(skip_all, fields(route = "get-session"))]
 pub async fn handler(deps: &Deps, event: ApiGatewayV2httpRequest) -> ApiGatewayV2httpResponse {
     respond(get(deps, &event).await, sessions::STYLE)
 }

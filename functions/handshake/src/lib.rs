@@ -16,7 +16,7 @@ use switchboard::{ApiError, Deps, validate};
 
 const ACTION: &str = "handshake";
 
-#[tracing::instrument(skip_all, fields(connection = event.request_context.connection_id))]
+#[tracing::instrument(skip_all, fields(route = "handshake", connection = event.request_context.connection_id))]
 pub async fn handler(
     deps: &Deps,
     event: ApiGatewayWebsocketProxyRequest,
@@ -61,7 +61,10 @@ async fn handshake(deps: &Deps, event: &ApiGatewayWebsocketProxyRequest) -> Resu
 
     data.insert("sender".into(), Value::String(sender_id));
     match send(deps, &event.request_context, &target, &Value::Object(data)).await? {
-        Delivery::Delivered => Ok(()),
+        Delivery::Delivered => {
+            switchboard::metrics::one(switchboard::metrics::name::FRAMES_RELAYED, &[]);
+            Ok(())
+        }
         Delivery::Gone => Err(ApiError::not_found("Receiver not found")),
     }
 }

@@ -17,7 +17,7 @@ use switchboard::http::{ErrorStyle, JsonBody, require_bearer, respond};
 use switchboard::model::{HeartbeatOutcome, HostStatus};
 use switchboard::{ApiError, Deps, turn, validate};
 
-#[tracing::instrument(skip_all)]
+#[tracing::instrument(skip_all, fields(route = "heartbeat"))]
 pub async fn handler(deps: &Deps, event: ApiGatewayV2httpRequest) -> ApiGatewayV2httpResponse {
     respond(heartbeat(deps, &event).await, ErrorStyle::Matchmaking)
 }

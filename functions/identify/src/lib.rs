@@ -13,7 +13,7 @@ use switchboard::{ApiError, Deps, validate};
 
 const ACTION: &str = "identify";
 
-#[tracing::instrument(skip_all, fields(connection = event.request_context.connection_id))]
+#[tracing::instrument(skip_all, fields(route = "identify", connection = event.request_context.connection_id))]
 pub async fn handler(
     deps: &Deps,
     event: ApiGatewayWebsocketProxyRequest,

@@ -13,13 +13,12 @@ use switchboard::model::Join;
 use switchboard::{ApiError, Deps, sessions};
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct JoinRequest {
     session: String,
     players: Vec<String>,
 }
 
-#[tracing::instrument(skip_all)]
+#[tracing::instrument(skip_all, fields(route = "join-players"))]
 pub async fn handler(deps: &Deps, event: ApiGatewayV2httpRequest) -> ApiGatewayV2httpResponse {
     respond(join(deps, &event).await, sessions::STYLE)
 }

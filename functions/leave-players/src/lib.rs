@@ -12,12 +12,11 @@ use switchboard::http::{require_bearer, respond, typed_body};
 use switchboard::{ApiError, Deps, sessions};
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct LeaveRequest {
     players: Vec<String>,
 }
 
-#[tracing::instrument(skip_all)]
+#[tracing::instrument(skip_all, fields(route = "leave-players"))]
 pub async fn handler(deps: &Deps, event: ApiGatewayV2httpRequest) -> ApiGatewayV2httpResponse {
     respond(leave(deps, &event).await, sessions::STYLE)
 }

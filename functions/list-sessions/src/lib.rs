@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use switchboard::http::{require_bearer, respond};
 use switchboard::{ApiError, Deps, sessions};
 
-#[tracing::instrument(skip_all)]
+#[tracing::instrument(skip_all, fields(route = "list-sessions"))]
 pub async fn handler(deps: &Deps, event: ApiGatewayV2httpRequest) -> ApiGatewayV2httpResponse {
     respond(list(deps, &event).await, sessions::STYLE)
 }

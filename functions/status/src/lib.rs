@@ -10,7 +10,7 @@ use switchboard::http::{ErrorStyle, JsonBody, require_bearer, respond};
 use switchboard::model::HostStatus;
 use switchboard::{ApiError, Deps, validate};
 
-#[tracing::instrument(skip_all)]
+#[tracing::instrument(skip_all, fields(route = "status"))]
 pub async fn handler(deps: &Deps, event: ApiGatewayV2httpRequest) -> ApiGatewayV2httpResponse {
     respond(status(deps, &event).await, ErrorStyle::Matchmaking)
 }

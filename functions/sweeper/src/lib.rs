@@ -15,10 +15,34 @@ pub const NEEDS: &[switchboard::Need] = &[
 ];
 
 use serde_json::Value;
-use switchboard::Deps;
 use switchboard::lifecycle::{self, SweepReport};
+use switchboard::{Deps, metrics};
 
-#[tracing::instrument(skip_all)]
+#[tracing::instrument(skip_all, fields(route = "sweeper"))]
 pub async fn handler(deps: &Deps, _event: Value) -> SweepReport {
-    lifecycle::sweep(deps).await
+    let report = lifecycle::sweep(deps).await;
+    // Only what happened: a metric that gets no data costs nothing, and an idle stack's sweeper
+    // runs every minute.
+    for (metric, count) in [
+        (metrics::name::SWEEP_ENDED, report.ended.len()),
+        (metrics::name::ORPHANS_STOPPED, report.orphans_stopped.len()),
+        (metrics::name::REFILLS, report.launched.len()),
+    ] {
+        if count > 0 {
+            metrics::count(metric, count as u64, &[]);
+        }
+    }
+    tracing::info!(
+        outcome = if report.errors.is_empty() {
+            "ok"
+        } else {
+            "errors"
+        },
+        ended = report.ended.len(),
+        orphans_stopped = report.orphans_stopped.len(),
+        refills = report.launched.len(),
+        errors = report.errors.len(),
+        "sweep"
+    );
+    report
 }

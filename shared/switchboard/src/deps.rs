@@ -17,6 +17,8 @@ use crate::sockets::Sockets;
 pub struct Endpoints {
     pub dynamodb: Option<String>,
     pub ecs: Option<String>,
+    /// EC2 (DescribeNetworkInterfaces), used only with the `public-addresses` feature.
+    pub ec2: Option<String>,
     pub management: Option<String>,
 }
 
@@ -55,6 +57,36 @@ impl EcsClients {
     }
 }
 
+/// EC2 clients, one per region, each built the first time a task's public address is looked
+/// up (as for ECS: no cost at init).
+#[cfg(feature = "public-addresses")]
+#[derive(Clone, Debug)]
+struct Ec2Clients {
+    sdk: SdkConfig,
+    endpoint: Option<String>,
+    regions: Arc<std::sync::Mutex<HashMap<String, aws_sdk_ec2::Client>>>,
+}
+
+#[cfg(feature = "public-addresses")]
+impl Ec2Clients {
+    fn get(&self, region: &str) -> aws_sdk_ec2::Client {
+        let mut clients = self.regions.lock().unwrap_or_else(|p| p.into_inner());
+        clients
+            .entry(region.to_string())
+            .or_insert_with(|| {
+                let mut ec2 = aws_sdk_ec2::config::Builder::from(&self.sdk);
+                if let Some(url) = &self.endpoint {
+                    ec2 = ec2.endpoint_url(url);
+                }
+                if !region.is_empty() {
+                    ec2 = ec2.region(aws_config::Region::new(region.to_string()));
+                }
+                aws_sdk_ec2::Client::from_conf(ec2.build())
+            })
+            .clone()
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct Deps {
     pub config: Config,
@@ -62,6 +94,8 @@ pub struct Deps {
     /// ECS clients, built on first use: most functions never call ECS, and a client costs
     /// time at init.
     ecs: EcsClients,
+    #[cfg(feature = "public-addresses")]
+    ec2: Ec2Clients,
     /// The region the functions run in (the SFU cluster's).
     pub home_region: String,
     pub sockets: Sockets,
@@ -81,6 +115,12 @@ impl Deps {
                 clock,
             ),
             ecs,
+            #[cfg(feature = "public-addresses")]
+            ec2: Ec2Clients {
+                sdk: sdk.clone(),
+                endpoint: endpoints.ec2.clone(),
+                regions: Arc::default(),
+            },
             home_region: sdk.region().map(|r| r.to_string()).unwrap_or_default(),
             sockets: Sockets::new(
                 sdk,
@@ -102,6 +142,12 @@ impl Deps {
             Some(client) => client.get_or_init(|| self.ecs.build(Some(region))),
             None => self.ecs(),
         }
+    }
+
+    /// The EC2 client for a region (a task's network interface is in its task's region).
+    #[cfg(feature = "public-addresses")]
+    pub fn ec2_in(&self, region: &str) -> aws_sdk_ec2::Client {
+        self.ec2.get(region)
     }
 
     /// As deployed: the configuration `needs` read and endpoints from the environment, the

@@ -210,8 +210,11 @@ pub struct TaskInfo {
     pub running: bool,
     /// Whether ECS reports it RUNNING (not only meant to run).
     pub up: bool,
-    /// Its address on its network interface (awsvpc), once it has one.
+    /// Its private address on its network interface (awsvpc), once it has one.
     pub address: Option<String>,
+    /// Its network interface (the `ElasticNetworkInterface` attachment's `networkInterfaceId`),
+    /// whose association holds the public address, if it has one.
+    pub network_interface: Option<String>,
 }
 
 /// Every task of the cluster that is meant to run (`desiredStatus` RUNNING), all pages, at
@@ -265,6 +268,14 @@ pub async fn describe(
                 .flat_map(|c| c.network_interfaces())
                 .find_map(|ni| ni.private_ipv4_address())
                 .map(String::from);
+            let network_interface = task
+                .attachments()
+                .iter()
+                .filter(|a| a.r#type() == Some("ElasticNetworkInterface"))
+                .flat_map(|a| a.details())
+                .find(|d| d.name() == Some("networkInterfaceId"))
+                .and_then(|d| d.value())
+                .map(String::from);
             tasks.push(TaskInfo {
                 task_arn: arn.to_string(),
                 started_by: task.started_by().map(String::from),
@@ -272,6 +283,7 @@ pub async fn describe(
                     && task.last_status() != Some("STOPPED"),
                 up: task.last_status() == Some("RUNNING"),
                 address,
+                network_interface,
             });
         }
         for failure in out.failures() {
@@ -282,6 +294,7 @@ pub async fn describe(
                     running: false,
                     up: false,
                     address: None,
+                    network_interface: None,
                 });
             }
         }
@@ -314,4 +327,45 @@ pub async fn tasks_started_by(
         }
     }
     Ok(arns)
+}
+
+/// Why a task stopped by itself (its essential container exited, or it never started): `None`
+/// while it runs or is still starting, and for a task stopped through StopTask (a DELETE, a
+/// `ttl`, the sweeper: an ending Switchboard asked for). A task ECS no longer knows is gone.
+pub async fn stopped_by_itself(
+    ecs: &Client,
+    settings: &EcsSettings,
+    task_arn: &str,
+) -> Result<Option<String>, EcsError> {
+    let out = ecs
+        .describe_tasks()
+        .cluster(&settings.cluster)
+        .tasks(task_arn)
+        .send()
+        .await
+        .map_err(|e| ecs_error("DescribeTasks", e))?;
+    let Some(task) = out.tasks().iter().find(|t| t.task_arn() == Some(task_arn)) else {
+        return Ok(out
+            .failures()
+            .iter()
+            .find(|f| f.arn() == Some(task_arn))
+            .map(|f| format!("its task is gone ({})", f.reason().unwrap_or("MISSING"))));
+    };
+    // Fargate takes a while from an exited container to a task STOPPED (deprovisioning): a
+    // task meant to stop whose container exited, or whose stop code says why, has stopped.
+    let exit = task.containers().iter().find_map(|c| c.exit_code());
+    let stopping =
+        task.last_status() == Some("STOPPED") || task.desired_status() == Some("STOPPED");
+    if !stopping
+        || task.stop_code() == Some(&aws_sdk_ecs::types::TaskStopCode::UserInitiated)
+        || (task.last_status() != Some("STOPPED") && task.stop_code().is_none() && exit.is_none())
+    {
+        return Ok(None);
+    }
+    Ok(Some(match (exit, task.stopped_reason()) {
+        (Some(code), Some(reason)) => format!("exit code {code} ({reason})"),
+        (Some(code), None) => format!("exit code {code}"),
+        (None, Some(reason)) => reason.to_string(),
+        (None, None) => "its task stopped".to_string(),
+    }))
 }

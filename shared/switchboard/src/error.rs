@@ -37,6 +37,10 @@ pub enum ApiError {
     /// `Retry-After: 60`.
     #[error("{0}")]
     Capacity(String),
+    /// The server a call started or allocated stopped before it could be handed out (its
+    /// process exited, its task failed to start): 502 naming why; nothing of it is left.
+    #[error("{0}")]
+    ServerStopped(String),
     /// A dependency is throttling or unreachable: 503 with `Retry-After`; worth retrying.
     #[error("unavailable: {0}")]
     Unavailable(String),
@@ -60,6 +64,7 @@ impl ApiError {
             Self::Capacity(_) => 420,
             Self::Invalid(_) => 422,
             Self::Internal(_) => 500,
+            Self::ServerStopped(_) => 502,
             Self::Unavailable(_) => 503,
         }
     }
@@ -73,11 +78,28 @@ impl ApiError {
                 internal.to_string()
             }
             Self::Unavailable(detail) => {
-                tracing::warn!(%detail, "dependency unavailable");
+                let dependency = unavailable_dependency(detail);
+                crate::metrics::one(
+                    crate::metrics::name::UNAVAILABLE,
+                    &[("Dependency", dependency)],
+                );
+                tracing::warn!(%detail, dependency, "dependency unavailable");
                 UNAVAILABLE_MESSAGE.to_string()
             }
             other => other.to_string(),
         }
+    }
+}
+
+/// Which dependency an `Unavailable` detail is about: the storage adapter's details start with
+/// `dynamodb`, the address lookup's name EC2, the rest are ECS's (launches).
+fn unavailable_dependency(detail: &str) -> &'static str {
+    if detail.starts_with("dynamodb") {
+        "DynamoDB"
+    } else if detail.starts_with("EC2") {
+        "EC2"
+    } else {
+        "ECS"
     }
 }
 

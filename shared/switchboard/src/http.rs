@@ -64,10 +64,12 @@ pub fn respond_with_status(
     outcome: Result<(u16, Value), ApiError>,
     style: ErrorStyle,
 ) -> ApiGatewayV2httpResponse {
-    match outcome {
+    let response = match outcome {
         Ok((status, body)) => json_response(status, &body),
         Err(error) => error_response(&error, style),
-    }
+    };
+    tracing::info!(status = response.status_code, "answered");
+    response
 }
 
 /// A JSON request body deserialized into `T`; a wrong or missing field is a 422 naming it
@@ -99,10 +101,12 @@ pub fn typed_body<T: serde::de::DeserializeOwned>(
 
 /// Runs a route and renders its outcome; the handlers' only exit.
 pub fn respond(outcome: Result<Value, ApiError>, style: ErrorStyle) -> ApiGatewayV2httpResponse {
-    match outcome {
+    let response = match outcome {
         Ok(body) => json_response(200, &body),
         Err(error) => error_response(&error, style),
-    }
+    };
+    tracing::info!(status = response.status_code, "answered");
+    response
 }
 
 pub fn header<'a>(request: &'a ApiGatewayV2httpRequest, name: &str) -> Option<&'a str> {

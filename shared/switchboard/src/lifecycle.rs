@@ -14,6 +14,7 @@ use crate::config::EcsSettings;
 use crate::deps::Deps;
 use crate::ecs::{self, EcsError, Launch, LaunchError};
 use crate::error::{ApiError, StoreError};
+use crate::metrics;
 use crate::model::{
     HOST_APP, NewServer, NewSession, Room, RoomKind, RoomState, SFU_APP, server_slots,
 };
@@ -132,6 +133,9 @@ async fn run_recorded(
     let task_arn = match ecs::run_task(client, settings, launch).await {
         Ok(arn) => arn,
         Err(e) => {
+            if matches!(e, ecs::LaunchError::Failures(_)) && e.is_transient() {
+                metrics::one(metrics::name::CAPACITY_REFUSALS, &[]);
+            }
             if e.nothing_started() {
                 if let Err(cleanup) = store.forget_server(server_id, session_id).await {
                     // Never claimable (still starting): the sweeper ends it at its deadline.
@@ -160,7 +164,30 @@ async fn run_recorded(
         }
         return Err(e.into());
     }
+    let application = if session_id.is_some() {
+        "session"
+    } else {
+        "room"
+    };
+    metrics::one(metrics::name::SERVERS_LAUNCHED, &[("Kind", application)]);
     Ok(task_arn)
+}
+
+/// A reason to end a server as a metric dimension: a short, fixed name.
+fn reason_name(reason: &str) -> &'static str {
+    const NAMES: [(&str, &str); 7] = [
+        ("start timeout", "StartTimeout"),
+        ("reconnect grace", "SocketGone"),
+        ("interrupted", "ResumedEnding"),
+        ("task stopped", "TaskStopped"),
+        ("operator", "Operator"),
+        ("DELETE /session", "SessionDeleted"),
+        ("unreachable", "Unreachable"),
+    ];
+    NAMES
+        .iter()
+        .find(|(part, _)| reason.contains(part))
+        .map_or("Other", |(_, name)| name)
 }
 
 /// Ends a server: its task is stopped, the room's members hear `sfuDisconnect`, and its
@@ -184,6 +211,10 @@ pub async fn end_server(
     let notice = json!({ "type": "sfuDisconnect", "sfuId": serving });
     signaling::notify_members(deps, None, &room.room_id, None, &notice).await?;
     deps.store.finish_ending(&room).await?;
+    metrics::one(
+        metrics::name::SERVERS_ENDED,
+        &[("Reason", reason_name(reason))],
+    );
     tracing::info!(room_id, reason, "server ended");
     Ok(true)
 }

@@ -2,6 +2,11 @@
 //! server of a configured application, allocated warm (a ready server, one conditional write,
 //! told its session over its socket) or started cold (RunTask with the session's env and args),
 //! and ended through the one server lifecycle.
+//!
+//! Creating a session and refreshing its address report the task's public address, which only
+//! a build with the `public-addresses` feature can look up: without it, only the routes that
+//! read sessions (list, get without refresh, players, delete) are here.
+#![cfg_attr(not(feature = "public-addresses"), allow(dead_code, unused_imports))]
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -16,6 +21,7 @@ use crate::ecs::{self, LaunchError};
 use crate::error::ApiError;
 use crate::http::ErrorStyle;
 use crate::lifecycle::{self, ColdSession, LifecycleError};
+use crate::metrics;
 use crate::model::{Allocation, NewSession, SESSION_MAX_SECONDS, STARTING, Session};
 use crate::sockets::Delivery;
 
@@ -39,13 +45,12 @@ const ADDRESS_POLL: Duration = Duration::from_millis(200);
 
 /// `POST /session`'s body.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct SessionRequest {
     pub image: String,
     pub location: String,
     #[serde(default)]
     pub env: Option<BTreeMap<String, String>>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "whole_seconds")]
     pub ttl: Option<i64>,
     #[serde(default)]
     pub id: Option<String>,
@@ -55,14 +60,32 @@ pub struct SessionRequest {
     pub args: Option<Vec<String>>,
 }
 
+/// A JSON number with no fraction (`60` or `60.0`: JSON Schema's `integer`), or null.
+fn whole_seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    use serde::de::Error;
+    let Some(number) = Option::<serde_json::Number>::deserialize(d)? else {
+        return Ok(None);
+    };
+    if let Some(whole) = number.as_i64() {
+        return Ok(Some(whole));
+    }
+    match number.as_f64() {
+        // Beyond 2^53 a float is no longer exact; any such ttl is out of range anyway.
+        Some(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => Ok(Some(f as i64)),
+        _ => Err(D::Error::custom(format!(
+            "expected a whole number of seconds, got {number}"
+        ))),
+    }
+}
+
 impl SessionRequest {
     /// Field rules beyond types: 422 naming the field.
     fn check(&self) -> Result<(), ApiError> {
         let invalid = |m: &str| Err(ApiError::Invalid(m.to_string()));
-        if self.image.trim().is_empty() {
+        if self.image.is_empty() {
             return invalid("image: must not be empty");
         }
-        if self.location.trim().is_empty() {
+        if self.location.is_empty() {
             return invalid("location: must not be empty");
         }
         if let Some(env) = &self.env {
@@ -75,6 +98,9 @@ impl SessionRequest {
             {
                 return invalid("env: names must be non-empty, without '=' or NUL");
             }
+            if env.values().any(|v| v.contains('\0')) {
+                return invalid("env: values must not contain NUL");
+            }
             if let Some(name) = env.keys().find(|k| RESERVED_ENV.contains(&k.as_str())) {
                 return Err(ApiError::Invalid(format!(
                     "env: {name} is set by Switchboard (the server's identity)"
@@ -86,13 +112,19 @@ impl SessionRequest {
         {
             return invalid("ttl: must be from 1 second to 7 days (604800)");
         }
+        // The hyphenated form only (`Uuid` also parses braced, URN and simple forms).
         if let Some(id) = &self.id
-            && Uuid::parse_str(id).is_err()
+            && (id.len() != 36 || Uuid::parse_str(id).is_err())
         {
-            return invalid("id: must be a UUID");
+            return invalid("id: must be a UUID (8-4-4-4-12 hex digits)");
         }
-        if self.args.as_ref().is_some_and(|a| a.len() > MAX_ARGS) {
-            return invalid("args: at most 64 entries");
+        if let Some(args) = &self.args {
+            if args.len() > MAX_ARGS {
+                return invalid("args: at most 64 entries");
+            }
+            if args.iter().any(|a| a.contains('\0')) {
+                return invalid("args: must not contain NUL");
+            }
         }
         Ok(())
     }
@@ -162,6 +194,7 @@ pub fn view(session: &Session, with_status: bool) -> Value {
 }
 
 /// POST /session: `(201, {id, host, ports})`.
+#[cfg(feature = "public-addresses")]
 pub async fn create(deps: &Deps, request: SessionRequest) -> Result<(u16, Value), ApiError> {
     request.check()?;
     let application = deps
@@ -211,6 +244,7 @@ pub async fn create(deps: &Deps, request: SessionRequest) -> Result<(u16, Value)
     if task_definition == application.task_definition
         && let Some(answer) = allocate_warm(deps, &wanted, &env, &args).await?
     {
+        metrics::one(metrics::name::SESSIONS, &[("Start", "warm")]);
         return Ok((201, answer));
     }
     let session_id = request
@@ -219,6 +253,7 @@ pub async fn create(deps: &Deps, request: SessionRequest) -> Result<(u16, Value)
         .unwrap_or_else(|| Uuid::new_v4().to_string());
     let session = wanted.session(&session_id);
     if !application.cold {
+        metrics::one(metrics::name::SESSIONS, &[("Start", "refused")]);
         return Err(ApiError::Capacity(format!(
             "no warm server of {} is ready in {}",
             request.image, request.location
@@ -230,11 +265,11 @@ pub async fn create(deps: &Deps, request: SessionRequest) -> Result<(u16, Value)
         args: &args,
         task_definition,
     };
-    let server_id =
+    let launched =
         match lifecycle::launch_server(deps, &request.image, &request.location, None, Some(&cold))
             .await
         {
-            Ok(launched) => launched.room_id,
+            Ok(launched) => launched,
             Err(LifecycleError::SessionExists) => {
                 // The same id, created a moment ago by a concurrent call.
                 return match deps.store.session(&session_id).await? {
@@ -243,6 +278,7 @@ pub async fn create(deps: &Deps, request: SessionRequest) -> Result<(u16, Value)
                 };
             }
             Err(LifecycleError::Launch(LaunchError::Failures(reason))) => {
+                metrics::one(metrics::name::SESSIONS, &[("Start", "refused")]);
                 return Err(ApiError::Capacity(format!(
                     "no capacity in {}: {reason}",
                     request.location
@@ -250,7 +286,9 @@ pub async fn create(deps: &Deps, request: SessionRequest) -> Result<(u16, Value)
             }
             Err(e) => return Err(e.into()),
         };
-    let host = wait_for_host(deps, &session_id, &server_id).await?;
+    metrics::one(metrics::name::SESSIONS, &[("Start", "cold")]);
+    tracing::info!(session = session_id, server_id = launched.room_id, "cold start");
+    let host = wait_for_host(deps, &wanted, &session_id, &launched).await?;
     Ok((
         201,
         created_body(&session_id, host.as_deref(), &ports, STARTING),
@@ -294,6 +332,7 @@ impl<'a> Wanted<'a> {
 
 /// Tries the ready servers of the session's image and location in turn; `None` when none
 /// could be allocated. The session keeps the server's id unless the caller chose one.
+#[cfg(feature = "public-addresses")]
 async fn allocate_warm(
     deps: &Deps,
     wanted: &Wanted<'_>,
@@ -339,6 +378,12 @@ async fn allocate_warm(
             Some(address) => Some(address.clone()),
             None => task_address(deps, &server).await?,
         };
+        if host.is_none()
+            && let Some(task_arn) = &server.task_arn
+            && let Some(why) = stopped_by_itself(deps, wanted, task_arn).await?
+        {
+            return Err(server_stopped(deps, &server_id, session.id, &why).await);
+        }
         if let Some(host) = &host {
             deps.store.server_running(&server, host).await?;
             deps.store
@@ -361,7 +406,9 @@ async fn allocate_warm(
     Ok(None)
 }
 
-/// The address ECS reports for a server's task, if it runs.
+/// The address clients reach a server's task at, once it runs: its public IPv4, else its
+/// private one (see `addresses`).
+#[cfg(feature = "public-addresses")]
 async fn task_address(
     deps: &Deps,
     server: &crate::model::Room,
@@ -386,10 +433,14 @@ async fn task_address(
     )
     .await
     .map_err(|e| ApiError::Internal(e.to_string()))?;
-    Ok(tasks.into_iter().find(|t| t.up).and_then(|t| t.address))
+    match tasks.into_iter().find(|t| t.up) {
+        Some(task) => crate::addresses::reachable(deps, &place.region, &task).await,
+        None => Ok(None),
+    }
 }
 
 /// Refreshes a session whose host is not known yet from its task; returns it as it now is.
+#[cfg(feature = "public-addresses")]
 pub async fn refresh(deps: &Deps, session: Session) -> Result<Session, ApiError> {
     if session.host.is_some() {
         return Ok(session);
@@ -409,31 +460,79 @@ pub async fn refresh(deps: &Deps, session: Session) -> Result<Session, ApiError>
 
 /// A cold start waits up to `SWITCHBOARD_SESSION_WAIT_SECONDS` for its server's address, read
 /// from the server and its task, not from the session: a short `ttl` or a DELETE may end the
-/// session while it starts, and the answer is then the session as it was created.
+/// session while it starts, and the answer is then the session as it was created. A task that
+/// stops by itself first (its process exited) ends the wait at once: the server is ended, its
+/// session and players with it, and the answer is a 502 saying why.
+#[cfg(feature = "public-addresses")]
 async fn wait_for_host(
     deps: &Deps,
+    wanted: &Wanted<'_>,
     session_id: &str,
-    server_id: &str,
+    launched: &lifecycle::Launched,
 ) -> Result<Option<String>, ApiError> {
+    let server_id = launched.room_id.as_str();
     let deadline =
         tokio::time::Instant::now() + Duration::from_secs(deps.config.session_wait_seconds as u64);
     loop {
-        let Some(server) = deps.store.room(server_id).await? else {
-            tracing::info!(session = session_id, server_id, "ended while it started");
-            return Ok(None);
-        };
-        if let Some(host) = task_address(deps, &server).await? {
-            deps.store.server_running(&server, &host).await?;
+        let server = deps.store.room(server_id).await?;
+        if let Some(server) = &server
+            && let Some(host) = task_address(deps, server).await?
+        {
+            deps.store.server_running(server, &host).await?;
             deps.store
                 .set_session_host(session_id, server_id, &host)
                 .await?;
             return Ok(Some(host));
+        }
+        // The sweeper may have ended a server whose task stopped: still the task's failure.
+        if let Some(why) = stopped_by_itself(deps, wanted, &launched.task_arn).await? {
+            return Err(server_stopped(deps, server_id, session_id, &why).await);
+        }
+        if server.is_none() {
+            tracing::info!(session = session_id, server_id, "ended while it started");
+            return Ok(None);
         }
         if tokio::time::Instant::now() >= deadline {
             return Ok(None);
         }
         tokio::time::sleep(ADDRESS_POLL).await;
     }
+}
+
+/// Why the task of a session's server stopped by itself, if it did (ECS of its location).
+async fn stopped_by_itself(
+    deps: &Deps,
+    wanted: &Wanted<'_>,
+    task_arn: &str,
+) -> Result<Option<String>, ApiError> {
+    let (Some(place), Some(application)) = (
+        deps.config.locations.get(wanted.location),
+        deps.config.applications.get(wanted.image),
+    ) else {
+        return Ok(None);
+    };
+    let settings = place.ecs_settings(application, &application.task_definition);
+    ecs::stopped_by_itself(deps.ecs_in(&place.region), &settings, task_arn)
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))
+}
+
+/// Ends a server whose task stopped before its session could be answered (its session and
+/// players go with it) and returns the 502 to answer. If ending it fails, the sweeper ends it
+/// (its task is stopped), and the answer is that failure.
+async fn server_stopped(deps: &Deps, server_id: &str, session_id: &str, why: &str) -> ApiError {
+    tracing::warn!(
+        session = session_id,
+        server_id,
+        why,
+        "server stopped before it was ready"
+    );
+    if let Err(e) =
+        lifecycle::end_server(deps, server_id, "stopped before it was ready", false).await
+    {
+        return e.into();
+    }
+    ApiError::ServerStopped(format!("session server stopped before it was ready: {why}"))
 }
 
 /// The id in `/session/{id}`: a caller's id is a UUID (others were never issued).

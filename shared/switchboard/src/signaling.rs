@@ -27,6 +27,7 @@ pub fn error_frame(action: &str, status: u16, message: &str) -> Value {
 
 /// The integration response: API Gateway only looks at the status code.
 pub fn ws_response(status: u16) -> ApiGatewayProxyResponse {
+    tracing::info!(status, "answered");
     let mut response = ApiGatewayProxyResponse::default();
     response.status_code = i64::from(status);
     response.body = Some(Body::Text(String::new()));
@@ -83,6 +84,7 @@ pub async fn send(
 ) -> Result<Delivery, StoreError> {
     let delivery = deps.sockets.post(Some(context), target, frame).await?;
     if delivery == Delivery::Gone {
+        crate::metrics::one(crate::metrics::name::GONE_CLEANUPS, &[]);
         tracing::info!(connection = target, "connection gone; removing its records");
         forget_quietly(deps, target).await;
     }
