@@ -158,17 +158,16 @@ impl Api {
             .map_err(|_| unavailable("timed out".into()))??;
         let answer: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
         let message = || {
-            answer
-                .get("message")
-                .and_then(Value::as_str)
-                .map_or_else(
-                    || String::from_utf8_lossy(&bytes).chars().take(200).collect(),
-                    str::to_string,
-                )
+            answer.get("message").and_then(Value::as_str).map_or_else(
+                || String::from_utf8_lossy(&bytes).chars().take(200).collect(),
+                str::to_string,
+            )
         };
         match status {
             200..=299 if answer.is_object() => Ok(answer),
-            200..=299 => Err(unavailable(format!("{status} with a body that is not JSON"))),
+            200..=299 => Err(unavailable(format!(
+                "{status} with a body that is not JSON"
+            ))),
             408 | 429 => Err(unavailable(format!("{status} {}", message()))),
             400..=499 => Err(ApiError::Refused {
                 route,

@@ -46,8 +46,7 @@ pub fn parse(line: &[u8]) -> Result<Option<Request>, BadLine> {
     if line.len() > MAX_LINE_BYTES {
         return Err(BadLine::TooBig(line.len()));
     }
-    let value: Value =
-        serde_json::from_slice(line).map_err(|e| BadLine::NotJson(e.to_string()))?;
+    let value: Value = serde_json::from_slice(line).map_err(|e| BadLine::NotJson(e.to_string()))?;
     let Value::Object(object) = &value else {
         return Err(BadLine::NotObject);
     };
@@ -153,7 +152,10 @@ mod tests {
             parse(br#"{"control":"reboot"}"#),
             Err(BadLine::UnknownControl("reboot".into()))
         );
-        let big = format!(r#"{{"action":"ping","pad":"{}"}}"#, "x".repeat(MAX_FRAME_BYTES));
+        let big = format!(
+            r#"{{"action":"ping","pad":"{}"}}"#,
+            "x".repeat(MAX_FRAME_BYTES)
+        );
         assert_eq!(parse(big.as_bytes()), Err(BadLine::TooBig(big.len())));
     }
 

@@ -151,7 +151,9 @@ async fn run(args: Args) -> Result<ExitCode, Fatal> {
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (refused_tx, mut refused) = oneshot::channel::<ApiError>();
 
-    let _ = to_process.send(ice_servers_event(&room_id, &registration)).await;
+    let _ = to_process
+        .send(ice_servers_event(&room_id, &registration))
+        .await;
     let socket = tokio::spawn(signaling::run(
         signaling::Identity {
             url: signaling_url,

@@ -158,7 +158,10 @@ async fn find_match_until(stack: &TestStack, wanted: u16) -> Value {
         if status == wanted {
             return body;
         }
-        assert!(Instant::now() < deadline, "find-match stays {status}: {body}");
+        assert!(
+            Instant::now() < deadline,
+            "find-match stays {status}: {body}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -177,7 +180,9 @@ async fn the_readmes_command_answers_viewers_reports_busy_and_idle_and_stops_on_
     }
     let stack = TestStack::start_with(options).await;
     let host_id = uuid::Uuid::new_v4().to_string();
-    let bin = std::path::Path::new(AGENT).parent().expect("the binary's folder");
+    let bin = std::path::Path::new(AGENT)
+        .parent()
+        .expect("the binary's folder");
     let path = format!(
         "{}:{}",
         bin.display(),
@@ -207,7 +212,9 @@ async fn the_readmes_command_answers_viewers_reports_busy_and_idle_and_stops_on_
     // The viewer's offer reaches the script; its answer comes back.
     let (viewer, answer) = offer(&stack, &room, "viewer-1", "v=0 offer-1").await;
     assert_answer(&answer, "viewer-1", "answer to v=0 offer-1");
-    running.wait_for_stderr("host.py: offer from viewer-1", 1).await;
+    running
+        .wait_for_stderr("host.py: offer from viewer-1", 1)
+        .await;
 
     // The script said busy: once the match's lease (1 s) and a TTL (2 s) are past, heartbeats
     // still keep it out of matching.
@@ -234,7 +241,11 @@ async fn the_readmes_command_answers_viewers_reports_busy_and_idle_and_stops_on_
     assert_eq!(unsafe { libc::kill(agent_pid, libc::SIGTERM) }, 0);
     let stopped = Instant::now();
     assert_eq!(running.exit_code(Duration::from_secs(10)).await, Some(0));
-    assert!(stopped.elapsed() < Duration::from_secs(5), "{:?}", stopped.elapsed());
+    assert!(
+        stopped.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        stopped.elapsed()
+    );
     let deadline = Instant::now() + Duration::from_secs(5);
     while stack.stack.open_sockets() > 0 {
         assert!(Instant::now() < deadline, "the host's socket stays open");
@@ -249,16 +260,19 @@ async fn the_readmes_command_answers_viewers_reports_busy_and_idle_and_stops_on_
     let item = host().await;
     // It went out of matching as it stopped, not only once its entry expires.
     assert_eq!(
-        item.get("status").and_then(|s| s.as_s().ok()).map(String::as_str),
+        item.get("status")
+            .and_then(|s| s.as_s().ok())
+            .map(String::as_str),
         Some("busy"),
         "{item:?}"
     );
-    let expires_at = |item: &std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>| {
-        item.get("expiresAt")
-            .and_then(|n| n.as_n().ok())
-            .and_then(|n| n.parse::<i64>().ok())
-            .expect("expiresAt")
-    };
+    let expires_at =
+        |item: &std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>| {
+            item.get("expiresAt")
+                .and_then(|n| n.as_n().ok())
+                .and_then(|n| n.parse::<i64>().ok())
+                .expect("expiresAt")
+        };
     let last = expires_at(&item);
     // The last heartbeat came before SIGTERM (its entry lives 2 s; a second for rounding).
     assert!(
@@ -267,7 +281,11 @@ async fn the_readmes_command_answers_viewers_reports_busy_and_idle_and_stops_on_
     );
     tokio::time::sleep(Duration::from_secs(3)).await;
     let item = host().await;
-    assert_eq!(expires_at(&item), last, "a heartbeat after SIGTERM: {item:?}");
+    assert_eq!(
+        expires_at(&item),
+        last,
+        "a heartbeat after SIGTERM: {item:?}"
+    );
     assert!(last <= Clock::system().now(), "{item:?}");
     let (status, body) = stack.find_match(Some("local")).await;
     assert_eq!(status, 404, "{body}");
@@ -284,7 +302,14 @@ async fn bad_lines_are_skipped_and_frames_keep_flowing_when_the_gateway_closes_t
     let agent = |key: &str| {
         let mut command = Command::new(AGENT);
         command
-            .args(["--api-url", &api, "--region", "local", "--room-id", "room-relay"])
+            .args([
+                "--api-url",
+                &api,
+                "--region",
+                "local",
+                "--room-id",
+                "room-relay",
+            ])
             .env("SWITCHBOARD_HOST_KEY", key)
             .env("SWITCHBOARD_HOST_ID", "host-relay-secret");
         command
@@ -334,7 +359,10 @@ async fn bad_lines_are_skipped_and_frames_keep_flowing_when_the_gateway_closes_t
         }
     });
     let offer = running.next_event().await;
-    assert_eq!(offer["type"], "producer", "the socket reopened first? {offer}");
+    assert_eq!(
+        offer["type"], "producer",
+        "the socket reopened first? {offer}"
+    );
     assert_eq!(offer["sender"], "viewer-1", "{offer}");
     assert_eq!(offer["description"]["sdp"], "offer-1", "{offer}");
     running

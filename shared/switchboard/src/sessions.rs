@@ -287,7 +287,11 @@ pub async fn create(deps: &Deps, request: SessionRequest) -> Result<(u16, Value)
             Err(e) => return Err(e.into()),
         };
     metrics::one(metrics::name::SESSIONS, &[("Start", "cold")]);
-    tracing::info!(session = session_id, server_id = launched.room_id, "cold start");
+    tracing::info!(
+        session = session_id,
+        server_id = launched.room_id,
+        "cold start"
+    );
     let host = wait_for_host(deps, &wanted, &session_id, &launched).await?;
     Ok((
         201,
