@@ -39,8 +39,13 @@ function tsType(schema, names, indent = '') {
     return names[ref];
   }
   if ('const' in schema) return JSON.stringify(schema.const);
-  if (schema.enum) return schema.enum.map((v) => JSON.stringify(v)).join(' | ');
-  if (schema.oneOf) return schema.oneOf.map((s) => tsType(s, names, indent)).join(' | ');
+  if (schema.enum) {
+    // `x-open-enum`: the values are the defaults a deployment may replace; any string is accepted.
+    const values = schema.enum.map((v) => JSON.stringify(v));
+    return (schema['x-open-enum'] ? [...values, '(string & {})'] : values).join(' | ');
+  }
+  const alternatives = schema.oneOf ?? schema.anyOf;
+  if (alternatives) return alternatives.map((s) => tsType(s, names, indent)).join(' | ');
   if (schema.not) return 'unknown';
   if (schema.allOf) {
     // A part that only makes more properties required: `Required<Pick<First, …>>`.

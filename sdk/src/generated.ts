@@ -126,11 +126,14 @@ export type MatchmakingError = {
   message: string;
 };
 
+/** 1–256 printable characters once surrounding `/` are trimmed (`/myRoom` and `myRoom` are one room); `/` alone, or a control character, is a 400. */
+export type UrlPath = string;
+
 /** 1–128 printable characters, no whitespace. */
 export type Identifier = string;
 
-/** One of `SWITCHBOARD_REGIONS` (default `us-east-1, us-west-1, eu-central, local`); anything else is a 400. */
-export type Region = string;
+/** One of `SWITCHBOARD_REGIONS`; anything else is a 400. The values listed are the default; a deployment that configures other regions accepts exactly those. */
+export type Region = "us-east-1" | "us-west-1" | "eu-central" | "local" | (string & {});
 
 export type HostStatus = "idle" | "busy";
 
@@ -153,6 +156,9 @@ export type RoomAnswer = {
   signalingUrl: SignalingUrl;
   iceServers: IceServers;
 };
+
+/** 1–50 player ids, each 1–128 printable characters without whitespace. */
+export type Players = Identifier[];
 
 export type Ports = Array<{
   type: "udp" | "tcp";
@@ -182,8 +188,7 @@ export type GetRoomIdResponse = RoomAnswer;
 
 /** The body of `PATCH /claimRoom`. */
 export type ClaimRoomRequest = {
-  /** 1–256 printable characters once surrounding `/` are trimmed. */
-  urlPath: string;
+  urlPath: UrlPath;
 };
 
 /** The 200 body of `PATCH /claimRoom`. */
@@ -214,7 +219,8 @@ export type HeartbeatRequest = {
   hostId: Identifier;
   roomId: Identifier;
   region: Region;
-  status?: HostStatus;
+  /** `null` is the same as leaving it out. */
+  status?: HostStatus | null;
 };
 
 /** The 200 body of `POST /api/host/heartbeat`. */
@@ -239,7 +245,8 @@ export type HostStatusResponse = {
 
 /** The body of `POST /api/find-match`. */
 export type FindMatchRequest = {
-  region?: Region;
+  /** `null` is the same as leaving it out. */
+  region?: Region | null;
 };
 
 /** The 200 body of `POST /api/find-match`. */
@@ -260,17 +267,20 @@ export type AvailableLocationsResponse = {
 
 /** The body of `POST /session`. */
 export type CreateSessionRequest = {
-  /** An application of `SWITCHBOARD_APPLICATIONS`. */
+  /** An application of `SWITCHBOARD_APPLICATIONS` (else a 404). */
   image: string;
-  /** A location of `SWITCHBOARD_LOCATIONS`. */
+  /** A location of `SWITCHBOARD_LOCATIONS` (else a 404). */
   location: string;
-  /** Container environment for a cold start (and sent to a warm server). `SERVER_ID`, `SERVER_TOKEN`, `SESSION_ID` and `SIGNAL_SERVER_URL` are set by Switchboard: naming one is a 422. */
-  env?: Record<string, string>;
+  /** Container environment for a cold start (and sent to a warm server). Names are non-empty, without `=` or NUL; values without NUL. `SERVER_ID`, `SERVER_TOKEN`, `SESSION_ID` and `SIGNAL_SERVER_URL` are set by Switchboard: naming one is a 422. */
+  env?: Record<string, string> | null;
   /** Seconds until the session is ended. */
-  ttl?: number;
-  id?: string;
-  version?: string;
-  args?: string[];
+  ttl?: number | null;
+  /** A UUID in its hyphenated form; makes the call idempotent. */
+  id?: string | null;
+  /** A key of the application's `versions` (else a 404). */
+  version?: string | null;
+  /** The container's command arguments (without NUL). */
+  args?: string[] | null;
 };
 
 /** The 201 body of `POST /session`. */
@@ -298,8 +308,9 @@ export type DeleteSessionResponse = {
 
 /** The body of `PUT /session/player/join`. */
 export type JoinPlayersRequest = {
+  /** A session's id (an unknown one is a 404). */
   session: string;
-  players: string[];
+  players: Players;
 };
 
 /** The 200 body of `PUT /session/player/join`. */
@@ -310,7 +321,7 @@ export type JoinPlayersResponse = {
 
 /** The body of `DELETE /session/player/leave`. */
 export type RemovePlayersRequest = {
-  players: string[];
+  players: Players;
 };
 
 /** The 200 body of `DELETE /session/player/leave`. */
