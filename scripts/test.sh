@@ -53,7 +53,7 @@ check "format" cargo fmt --all -- --check
 check "lint" cargo clippy --workspace --all-targets --quiet -- -D warnings
 check "template" scripts/sam-validate.sh
 counted "unit and integration tests (DynamoDB Local, local stack, coturn)" cargo-test.log \
-  "$cargo_count" cargo test --workspace --quiet
+  "$cargo_count" cargo test --workspace --no-fail-fast --quiet
 # tests/ws_fuzz.rs ran above (FUZZ_FRAMES, FUZZ_SEED make it longer or different).
 counted "HTTP API fuzzing (schemathesis against switchboard-local; FUZZ_EXAMPLES, FUZZ_SEED)" \
   fuzz.log "$none" scripts/fuzz.sh

@@ -260,14 +260,26 @@ async fn a_restart_leaves_no_task_without_a_record_and_no_record_without_a_task(
         t.store().servers(SFU_APP, 100).await.unwrap().is_empty(),
         "no server record is left"
     );
-    let still_running: Vec<String> = t
+    // StopTask asks: the orphan's process exits once its SIGTERM handler has run (lastStatus
+    // follows desiredStatus, as on ECS), so only the foreign task is still wanted running, and
+    // the orphan is gone within the stop timeout.
+    let wanted_running: Vec<String> = t
         .stack
         .tasks()
         .into_iter()
-        .filter(|task| !task.stopped)
+        .filter(|task| task.desired_status != "STOPPED")
         .map(|task| task.task_arn)
         .collect();
-    assert_eq!(still_running, [foreign_arn]);
+    assert_eq!(wanted_running, [foreign_arn.clone()]);
+    let deadline = std::time::Instant::now() + TASK_WAIT;
+    while running(&t) > 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the orphan's process outlives its StopTask: {:?}",
+            t.stack.tasks()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let again = t.stack.sweep().await;
     assert!(
         again.ended.is_empty() && again.orphans_stopped.is_empty(),
