@@ -418,6 +418,27 @@ export async function describeTask(ecsUrl, taskArn) {
   return task;
 }
 
+/**
+ * The address clients reach a task at, found as on AWS: the ENI DescribeTasks names, then EC2
+ * DescribeNetworkInterfaces for its association's public IPv4 (the private one when it has none).
+ */
+export async function reachableAddress(ecsUrl, task) {
+  const eni = task.attachments?.[0]?.details?.find((d) => d.name === 'networkInterfaceId')?.value;
+  if (!eni) throw new Error(`the task names no network interface: ${JSON.stringify(task)}`);
+  const url = new URL(`${ecsUrl}/`);
+  const body = new URLSearchParams({ Action: 'DescribeNetworkInterfaces', Version: '2016-11-15', 'NetworkInterfaceId.1': eni }).toString();
+  const signed = aws4.sign(
+    { host: url.host, path: '/', method: 'POST', service: 'ec2', region: 'us-east-1', body, headers: { 'content-type': 'application/x-www-form-urlencoded; charset=utf-8' } },
+    { accessKeyId: 'switchboard-local-admin', secretAccessKey: 'local' },
+  );
+  const response = await fetch(url, { method: 'POST', headers: signed.headers, body });
+  const xml = await response.text();
+  if (!response.ok) throw new Error(`DescribeNetworkInterfaces → ${response.status} ${xml}`);
+  const address = xml.match(/<publicIp>([^<]+)<\/publicIp>/)?.[1] ?? xml.match(/<privateIpAddress>([^<]+)<\/privateIpAddress>/)?.[1];
+  if (!address) throw new Error(`DescribeNetworkInterfaces names no address: ${xml}`);
+  return address;
+}
+
 /** The container environment the local ECS endpoint handed a task. */
 export async function taskEnvironment(ecsUrl, taskArn) {
   const task = await describeTask(ecsUrl, taskArn);

@@ -15,6 +15,7 @@ import { after, before, test } from 'node:test';
 import {
   describePage,
   describeTask,
+  reachableAddress,
   freeUdpPort,
   httpCall,
   openPage,
@@ -269,7 +270,7 @@ test('SFU room, direct candidates: three in a call; DELETE /rooms ends it, the S
     }, describeAll);
     await step("each page's connection to the SFU is direct, to the SFU task's own address", 20000, async () => {
       const env = await taskEnvironment(stack.urls.ecs, room.taskArn);
-      const address = (await describeTask(stack.urls.ecs, room.taskArn)).containers[0].networkInterfaces[0].privateIpv4Address;
+      const address = await reachableAddress(stack.urls.ecs, await describeTask(stack.urls.ecs, room.taskArn));
       assert.ok(env.ROOM_ID && address, 'no task address');
       for (const name of names) {
         const pair = await waitState(name, 'selected pair', (s) => s.pair?.state === 'succeeded' && s.pair);
