@@ -227,12 +227,43 @@ fn after<'a>(words: &'a [String], flag: &str) -> &'a str {
         .unwrap_or_else(|| panic!("{} has a value after {flag}", words.join(" ")))
 }
 
+/// The function API Gateway would invoke with an event of `tests/events/`: by its HTTP API
+/// `routeKey` (`METHOD /path`), else its WebSocket `requestContext.routeKey`, as template.yaml
+/// routes them.
+fn routed_function(template: &Template, path: &str) -> String {
+    let text = std::fs::read_to_string(workspace_root().join(path))
+        .unwrap_or_else(|e| panic!("the README's {path}: {e}"));
+    let event: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let routed = if event["version"] == "2.0" {
+        let key = event["routeKey"].as_str().unwrap_or_default();
+        template
+            .http_routes()
+            .unwrap()
+            .into_iter()
+            .find(|r| format!("{} {}", r.method, r.path) == key)
+            .map(|r| r.function)
+    } else {
+        let key = event["requestContext"]["routeKey"]
+            .as_str()
+            .unwrap_or_default();
+        template
+            .ws_routes()
+            .unwrap()
+            .into_iter()
+            .find(|r| r.route_key == key)
+            .map(|r| r.function)
+    };
+    routed.unwrap_or_else(|| panic!("{path}: template.yaml routes its event to no function"))
+}
+
 /// The README's commands name real functions and files: `cargo lambda invoke` a template
-/// function's binary with an event of `tests/events/`, `sam local invoke` a template logical id
-/// (this test does not run it: it needs Docker and the SAM build).
+/// function's binary with an event of `tests/events/` that API Gateway would send that
+/// function, `sam local invoke` a template logical id the same way (this test does not run it:
+/// it needs Docker and the SAM build).
 #[test]
 fn the_readme_commands_name_real_functions_and_files() {
-    let functions = template().functions().unwrap();
+    let template = template();
+    let functions = template.functions().unwrap();
     let exists = |path: &str| {
         assert!(
             workspace_root().join(path).is_file(),
@@ -251,15 +282,19 @@ fn the_readme_commands_name_real_functions_and_files() {
                     functions.iter().any(|(_, binary)| binary == function),
                     "{line}: {function} is a function of template.yaml"
                 );
-                exists(after(words, "--data-file"));
+                let event = after(words, "--data-file");
+                assert_eq!(routed_function(&template, event), function, "{line}");
                 invoked += 1;
             }
             ["sam", "local", "invoke", logical_id, ..] => {
-                assert!(
-                    functions.iter().any(|(id, _)| id == logical_id),
-                    "{line}: {logical_id} is a function's logical id in template.yaml"
-                );
-                exists(after(words, "--event"));
+                let (_, binary) = functions
+                    .iter()
+                    .find(|(id, _)| id == logical_id)
+                    .unwrap_or_else(|| {
+                        panic!("{line}: {logical_id} is a function's logical id in template.yaml")
+                    });
+                let event = after(words, "--event");
+                assert_eq!(&routed_function(&template, event), binary, "{line}");
                 assert_eq!(after(words, "--env-vars"), SAM_ENV_VARS, "{line}");
                 sam += 1;
             }
