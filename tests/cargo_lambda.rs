@@ -449,7 +449,8 @@ fn listening(port: u16) -> bool {
         .any(|host| std::net::TcpStream::connect(format!("{host}:{port}")).is_ok())
 }
 
-#[tokio::test(flavor = "multi_thread")]
+// The test blocks a worker while it waits for the emulator; the stack serves on the others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn cargo_lambda_watch_serves_the_functions_against_the_local_stack() {
     let started = Instant::now();
     let path = cargo_lambda_path();
