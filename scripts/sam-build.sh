@@ -8,7 +8,9 @@ cd "$(dirname "$0")/.."
 bin="$(scripts/ensure-cargo-lambda.sh)"
 [[ -x "$bin/sam" ]] || "$bin/pip" install --quiet aws-sam-cli
 # cargo-lambda runs zig through the first python3 on PATH: the venv's, which has ziglang.
-export PATH="$bin:$PATH" SAM_CLI_TELEMETRY=0
+# template.yaml uses Fn::ForEach (AWS::LanguageExtensions): recent SAM CLIs expand it locally
+# only when asked, and fail on the template otherwise.
+export PATH="$bin:$PATH" SAM_CLI_TELEMETRY=0 SAM_CLI_ENABLE_LANGUAGE_EXTENSIONS=1
 
 sam build --beta-features
 find .aws-sam/build -name bootstrap -exec ls -l {} +
