@@ -65,7 +65,8 @@ scripts/sam-build.sh
 if [ ! -x "$venv/bin/aws" ]; then
   "$venv/bin/pip" install --quiet awscli
 fi
-export PATH="$venv/bin:$PATH" SAM_CLI_TELEMETRY=0 AWS_REGION="$region"
+# SAM_CLI_ENABLE_LANGUAGE_EXTENSIONS: as in scripts/sam-build.sh (the template's Fn::ForEach).
+export PATH="$venv/bin:$PATH" SAM_CLI_TELEMETRY=0 SAM_CLI_ENABLE_LANGUAGE_EXTENSIONS=1 AWS_REGION="$region"
 
 if ! aws sts get-caller-identity >/dev/null; then
   echo "deploy.sh: no AWS credentials (aws sts get-caller-identity failed); configure them first" >&2

@@ -4,15 +4,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-venv="${SWITCHBOARD_CACHE_DIR:-.cache}/lambda-venv"
-case "$venv" in /*) ;; *) venv="$PWD/$venv" ;; esac
-if [[ ! -x "$venv/bin/cargo-lambda" || ! -x "$venv/bin/sam" ]]; then
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet --upgrade pip
-  "$venv/bin/pip" install --quiet cargo-lambda aws-sam-cli
-fi
+# cargo-lambda (scripts/ensure-cargo-lambda.sh) and the SAM CLI, in one venv in the cache.
+bin="$(scripts/ensure-cargo-lambda.sh)"
+[[ -x "$bin/sam" ]] || "$bin/pip" install --quiet aws-sam-cli
 # cargo-lambda runs zig through the first python3 on PATH: the venv's, which has ziglang.
-export PATH="$venv/bin:$PATH" SAM_CLI_TELEMETRY=0
+# template.yaml uses Fn::ForEach (AWS::LanguageExtensions): recent SAM CLIs expand it locally
+# only when asked, and fail on the template otherwise.
+export PATH="$bin:$PATH" SAM_CLI_TELEMETRY=0 SAM_CLI_ENABLE_LANGUAGE_EXTENSIONS=1
 
 sam build --beta-features
 find .aws-sam/build -name bootstrap -exec ls -l {} +

@@ -247,6 +247,8 @@ fn the_scripts_pass_shellcheck() {
         "scripts/ensure-deps.sh",
         "scripts/run-local.sh",
         "scripts/sam-validate.sh",
+        "scripts/sam-build.sh",
+        "scripts/ensure-cargo-lambda.sh",
         ".ci/run",
     ] {
         let lint = Command::new("shellcheck")
