@@ -109,8 +109,14 @@ async fn sfu_stack(env: &Env, sfu: &Path) -> Result<Stack, Error> {
     options.table_prefix = format!("b{}-", uuid::Uuid::new_v4().simple());
     options.clock = Clock::manual(now());
     options.pages = None;
+    // The SFUs log warnings and errors to this process's stderr (SWITCHBOARD_BENCH_SFU_LOG
+    // gives them another RUST_LOG filter, e.g. `info` to see each peer connection).
+    let log = std::env::var("SWITCHBOARD_BENCH_SFU_LOG").unwrap_or_else(|_| "warn".into());
+    if !log.chars().all(|c| c.is_ascii_alphanumeric() || "_=,:".contains(c)) {
+        return Err(format!("SWITCHBOARD_BENCH_SFU_LOG={log:?} is not a RUST_LOG filter").into());
+    }
     options.sfu_command = Some(format!(
-        "exec env RUST_LOG=warn SFU_UDP_PORT={} '{}'",
+        "exec env RUST_LOG={log} SFU_UDP_PORT={} '{}'",
         free_udp_port()?,
         sfu.display()
     ));
