@@ -100,14 +100,10 @@ async fn udp_ping(host: &str) -> Option<String> {
     None
 }
 
-/// An EC2 client of the local stack's EC2 endpoint, signed as `principal`.
-async fn ec2_as(t: &TestStack, principal: &str) -> aws_sdk_ec2::Client {
+/// The functions' EC2 client, of the local stack's EC2 endpoint, signed as `principal`.
+async fn ec2_as(t: &TestStack, principal: &str) -> switchboard::ec2::Ec2 {
     let sdk = switchboard_local::sdk_config_for(principal).await;
-    aws_sdk_ec2::Client::from_conf(
-        aws_sdk_ec2::config::Builder::from(&sdk)
-            .endpoint_url(&t.stack.ecs_url)
-            .build(),
-    )
+    switchboard::ec2::Ec2::new(&sdk, Some(t.stack.ecs_url.clone()))
 }
 
 async fn cold_session(t: &TestStack, location: &str) -> (String, String) {
@@ -145,17 +141,12 @@ async fn a_cold_session_reports_its_public_address() {
     let public = task.public_address.expect("a public IP was asked for");
     assert_ne!(public, task.private_address);
     // What EC2 reports for the task's interface is what the session says.
-    let interfaces = ec2_as(&t, switchboard_local::ADMIN_ACCESS_KEY)
+    let association = ec2_as(&t, switchboard_local::ADMIN_ACCESS_KEY)
         .await
-        .describe_network_interfaces()
-        .network_interface_ids(&task.network_interface)
-        .send()
+        .public_ips("", &[task.network_interface.as_str()])
         .await
         .expect("DescribeNetworkInterfaces");
-    let association = interfaces.network_interfaces()[0]
-        .association()
-        .and_then(|a| a.public_ip());
-    assert_eq!(association, Some(host.as_str()));
+    assert_eq!(association, [host.as_str()]);
     assert_eq!(host, public.to_string());
     assert_eq!(
         udp_ping(&host).await.as_deref(),
@@ -198,17 +189,17 @@ async fn only_the_functions_granted_it_may_read_network_interfaces() {
 
     let refused = ec2_as(&t, "FindMatchFunction")
         .await
-        .describe_network_interfaces()
-        .send()
+        .public_ips("", &[])
         .await
         .expect_err("find-match has no EC2 grant");
-    use aws_sdk_ec2::error::ProvideErrorMetadata;
-    assert_eq!(refused.code(), Some("UnauthorizedOperation"), "{refused:?}");
+    assert!(
+        matches!(&refused, switchboard::ec2::Ec2Error::Refused { code, .. } if code == "UnauthorizedOperation"),
+        "{refused:?}"
+    );
     for function in granted {
         ec2_as(&t, &function)
             .await
-            .describe_network_interfaces()
-            .send()
+            .public_ips("", &[])
             .await
             .unwrap_or_else(|e| panic!("{function} is granted the call: {e:?}"));
     }

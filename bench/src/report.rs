@@ -756,7 +756,8 @@ fn sfu_analysis(m: &Map<String, Value>, loads: &[String]) -> String {
         "What these figures say about the SFU (from its code and the loads above): it forwards \
          each RTP packet as it arrives (str0m's RTP mode: decrypted, the SSRC, payload type and \
          sequence number rewritten for each receiver, encrypted again; never reassembled into \
-         frames nor packetized again), and sends each datagram with its own system call.",
+         frames nor packetized again), and sends what one turn of its loop produced together \
+         (`sendmmsg`, up to 32 datagrams a system call).",
     );
     let us = per_load("cpu_us_per_packet");
     if let (Some(lo), Some(hi)) = (

@@ -112,7 +112,10 @@ async fn sfu_stack(env: &Env, sfu: &Path) -> Result<Stack, Error> {
     // The SFUs log warnings and errors to this process's stderr (SWITCHBOARD_BENCH_SFU_LOG
     // gives them another RUST_LOG filter, e.g. `info` to see each peer connection).
     let log = std::env::var("SWITCHBOARD_BENCH_SFU_LOG").unwrap_or_else(|_| "warn".into());
-    if !log.chars().all(|c| c.is_ascii_alphanumeric() || "_=,:".contains(c)) {
+    if !log
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "_=,:".contains(c))
+    {
         return Err(format!("SWITCHBOARD_BENCH_SFU_LOG={log:?} is not a RUST_LOG filter").into());
     }
     options.sfu_command = Some(format!(

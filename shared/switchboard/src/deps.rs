@@ -57,36 +57,6 @@ impl EcsClients {
     }
 }
 
-/// EC2 clients, one per region, each built the first time a task's public address is looked
-/// up (as for ECS: no cost at init).
-#[cfg(feature = "public-addresses")]
-#[derive(Clone, Debug)]
-struct Ec2Clients {
-    sdk: SdkConfig,
-    endpoint: Option<String>,
-    regions: Arc<std::sync::Mutex<HashMap<String, aws_sdk_ec2::Client>>>,
-}
-
-#[cfg(feature = "public-addresses")]
-impl Ec2Clients {
-    fn get(&self, region: &str) -> aws_sdk_ec2::Client {
-        let mut clients = self.regions.lock().unwrap_or_else(|p| p.into_inner());
-        clients
-            .entry(region.to_string())
-            .or_insert_with(|| {
-                let mut ec2 = aws_sdk_ec2::config::Builder::from(&self.sdk);
-                if let Some(url) = &self.endpoint {
-                    ec2 = ec2.endpoint_url(url);
-                }
-                if !region.is_empty() {
-                    ec2 = ec2.region(aws_config::Region::new(region.to_string()));
-                }
-                aws_sdk_ec2::Client::from_conf(ec2.build())
-            })
-            .clone()
-    }
-}
-
 #[derive(Clone, Debug)]
 pub struct Deps {
     pub config: Config,
@@ -95,7 +65,7 @@ pub struct Deps {
     /// time at init.
     ecs: EcsClients,
     #[cfg(feature = "public-addresses")]
-    ec2: Ec2Clients,
+    ec2: crate::ec2::Ec2,
     /// The region the functions run in (the SFU cluster's).
     pub home_region: String,
     pub sockets: Sockets,
@@ -116,11 +86,7 @@ impl Deps {
             ),
             ecs,
             #[cfg(feature = "public-addresses")]
-            ec2: Ec2Clients {
-                sdk: sdk.clone(),
-                endpoint: endpoints.ec2.clone(),
-                regions: Arc::default(),
-            },
+            ec2: crate::ec2::Ec2::new(sdk, endpoints.ec2.clone()),
             home_region: sdk.region().map(|r| r.to_string()).unwrap_or_default(),
             sockets: Sockets::new(
                 sdk,
@@ -144,10 +110,11 @@ impl Deps {
         }
     }
 
-    /// The EC2 client for a region (a task's network interface is in its task's region).
+    /// The EC2 client (a task's network interface is in its task's region, which each call
+    /// names).
     #[cfg(feature = "public-addresses")]
-    pub fn ec2_in(&self, region: &str) -> aws_sdk_ec2::Client {
-        self.ec2.get(region)
+    pub fn ec2(&self) -> &crate::ec2::Ec2 {
+        &self.ec2
     }
 
     /// As deployed: the configuration `needs` read and endpoints from the environment, the

@@ -6,6 +6,8 @@ pub mod apps;
 pub mod clock;
 pub mod config;
 pub mod deps;
+#[cfg(feature = "public-addresses")]
+pub mod ec2;
 pub mod ecs;
 pub mod error;
 pub mod http;
