@@ -270,7 +270,7 @@ async fn a_restart_leaves_no_task_without_a_record_and_no_record_without_a_task(
         .filter(|task| task.desired_status != "STOPPED")
         .map(|task| task.task_arn)
         .collect();
-    assert_eq!(wanted_running, [foreign_arn.clone()]);
+    assert_eq!(wanted_running, std::slice::from_ref(&foreign_arn));
     let deadline = std::time::Instant::now() + TASK_WAIT;
     while running(&t) > 1 {
         assert!(

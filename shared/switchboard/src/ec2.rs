@@ -119,7 +119,9 @@ impl Ec2 {
         // Built in its own scope: the serializer is not `Send`, the future must be.
         let body = {
             let mut query = form_urlencoded::Serializer::new(String::new());
-            query.append_pair("Action", ACTION).append_pair("Version", VERSION);
+            query
+                .append_pair("Action", ACTION)
+                .append_pair("Version", VERSION);
             for (i, id) in interfaces.iter().enumerate() {
                 query.append_pair(&format!("NetworkInterfaceId.{}", i + 1), id);
             }
@@ -148,7 +150,7 @@ impl Ec2 {
                 }
             };
             if (200..300).contains(&status) {
-                return Ok(elements(&text, "publicIp"));
+                return Ok(public_ips(&text));
             }
             let code = elements(&text, "Code")
                 .into_iter()
@@ -229,6 +231,16 @@ impl Ec2 {
     }
 }
 
+/// The public IPv4 of each interface of a `DescribeNetworkInterfaces` answer that has one: the
+/// first `publicIp` after each `networkInterfaceId` (EC2 repeats the association under the
+/// interface's `privateIpAddressesSet`).
+fn public_ips(xml: &str) -> Vec<String> {
+    xml.split("<networkInterfaceId>")
+        .skip(1)
+        .filter_map(|interface| elements(interface, "publicIp").into_iter().next())
+        .collect()
+}
+
 /// The text of every `<name>…</name>` element of an EC2 answer, unescaped. EC2's query answers
 /// are flat XML without attributes on these elements or CDATA, so a scan finds them.
 fn elements(xml: &str, name: &str) -> Vec<String> {
@@ -265,14 +277,16 @@ mod tests {
   <requestId>1</requestId>
   <networkInterfaceSet>
     <item><networkInterfaceId>eni-1</networkInterfaceId><privateIpAddress>10.0.0.5</privateIpAddress>
-      <association><ipOwnerId>amazon</ipOwnerId><publicIp>203.0.113.7</publicIp></association></item>
+      <association><ipOwnerId>amazon</ipOwnerId><publicIp>203.0.113.7</publicIp></association>
+      <privateIpAddressesSet><item><privateIpAddress>10.0.0.5</privateIpAddress><primary>true</primary>
+      <association><ipOwnerId>amazon</ipOwnerId><publicIp>203.0.113.7</publicIp></association></item></privateIpAddressesSet></item>
     <item><networkInterfaceId>eni-2</networkInterfaceId><privateIpAddress>10.0.0.6</privateIpAddress></item>
   </networkInterfaceSet>
 </DescribeNetworkInterfacesResponse>"#;
-        assert_eq!(elements(answer, "publicIp"), ["203.0.113.7"]);
+        assert_eq!(public_ips(answer), ["203.0.113.7"]);
         assert_eq!(
             elements(answer, "privateIpAddress"),
-            ["10.0.0.5", "10.0.0.6"]
+            ["10.0.0.5", "10.0.0.5", "10.0.0.6"]
         );
         let error = "<Response><Errors><Error><Code>InvalidNetworkInterfaceID.NotFound</Code>\
                      <Message>The networkInterface ID 'eni-x' does not exist &amp; never did</Message>\
