@@ -60,6 +60,10 @@ fn sessions_stack() -> switchboard_local::StackOptions {
         "exec {} \"$@\"",
         env!("CARGO_BIN_EXE_example-server")
     ));
+    // A room's task must not identify as its SFU: the secrets test plays the SFU itself, and
+    // the example server (which identifies as the room's SFU when given ROOM_ID) would race it
+    // for the room's socket.
+    options.sfu_command = Some("exec sleep 3600".into());
     options.task_stop_timeout = Duration::from_secs(2);
     let location = |public: bool| {
         json!({
