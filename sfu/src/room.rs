@@ -959,7 +959,7 @@ impl Room {
                     Ok(Output::Timeout(t)) => return Ok(Some(t)),
                     Ok(Output::Transmit(t)) => transmits.push_back(Transmit {
                         destination: t.destination,
-                        contents: t.contents.to_vec(),
+                        contents: t.contents.into(),
                     }),
                     Ok(Output::Event(event)) => peer_event(id, peer, now, event, &mut effects),
                     Err(e) => return Err(e),
