@@ -23,7 +23,10 @@
 //! own send buffer.
 //!
 //! Isolation: every call into one peer's `Rtc` runs inside `catch_unwind`; a peer whose `Rtc`
-//! errs or panics is dropped (a producer with its whole participant), and nothing else is.
+//! errs or panics is dropped (a producer with its whole participant), and nothing else is. A
+//! consumer that fails (never connects, loses ICE, errs) is offered again on a new connection at
+//! the next housekeeping, up to three times in a row, so a receiver does not silently lose a
+//! participant who is still in the room.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
@@ -42,6 +45,9 @@ use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, SeqNo, Ssrc, Vp8Descripto
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 
 use crate::stun;
+
+/// How many times in a row a consumer is offered before the SFU gives up on that pair.
+const CONSUMER_OFFERS: u32 = 3;
 
 /// The negotiated data channels of a producer connection: label and SCTP stream id.
 pub const CHANNELS: [(&str, u16); 2] = [("chat", 100), ("features", 110)];
@@ -213,6 +219,9 @@ pub struct Room {
     /// Consumers carrying each participant's media.
     consumers_of: HashMap<String, HashSet<PeerId>>,
     early: HashMap<String, Vec<Candidate>>,
+    /// Consumers that failed (never connected, ICE gone, refused), by (receiver, remote): how
+    /// many times in a row, and whether an offer again is due at the next housekeeping.
+    failed_consumers: HashMap<(String, String), (u32, bool)>,
     timers: BinaryHeap<Reverse<(Instant, PeerId)>>,
     next_housekeeping: Option<Instant>,
     dirty: VecDeque<PeerId>,
@@ -297,6 +306,7 @@ impl Room {
             by_addr: HashMap::new(),
             consumers_of: HashMap::new(),
             early: HashMap::new(),
+            failed_consumers: HashMap::new(),
             timers: BinaryHeap::new(),
             next_housekeeping: None,
             dirty: VecDeque::new(),
@@ -762,6 +772,8 @@ impl Room {
     /// The participant's producer and every consumer carrying it or for it.
     pub fn remove_client(&mut self, client: &str) {
         self.early.remove(client);
+        self.failed_consumers
+            .retain(|(receiver, remote), _| receiver != client && remote != client);
         let ids: Vec<PeerId> = self
             .peers
             .iter()
@@ -774,11 +786,24 @@ impl Room {
         self.consumers_of.remove(client);
     }
 
-    /// A peer connection that failed: a producer takes its participant with it.
+    /// A peer connection that failed: a producer takes its participant with it; a consumer is
+    /// offered again at the next housekeeping (up to [`CONSUMER_OFFERS`] times in a row), so
+    /// its receiver does not lose that participant for the rest of the call.
     fn drop_peer(&mut self, id: PeerId) {
         match self.peers.get(&id).map(|p| p.key.clone()) {
             Some(PeerKey::Producer(client)) => self.remove_client(&client),
-            Some(_) => self.remove_peer(id),
+            Some(PeerKey::Consumer { receiver, remote }) => {
+                self.remove_peer(id);
+                let failed = self
+                    .failed_consumers
+                    .entry((receiver.clone(), remote.clone()))
+                    .or_insert((0, false));
+                failed.0 += 1;
+                failed.1 = failed.0 < CONSUMER_OFFERS;
+                if !failed.1 {
+                    tracing::warn!(%receiver, %remote, "consumer failed {CONSUMER_OFFERS} times; not offered again");
+                }
+            }
             None => {}
         }
     }
@@ -915,6 +940,19 @@ impl Room {
             }
             self.drop_peer(id);
         }
+        let due: Vec<(String, String)> = self
+            .failed_consumers
+            .iter_mut()
+            .filter(|(_, (_, due))| *due)
+            .map(|(pair, (_, due))| {
+                *due = false;
+                pair.clone()
+            })
+            .collect();
+        for (receiver, remote) in due {
+            tracing::info!(%receiver, %remote, "offering a failed consumer again");
+            self.ensure_consumer(now, &receiver, &remote);
+        }
     }
 
     fn mark(&mut self, id: PeerId) {
@@ -1010,9 +1048,11 @@ impl Room {
                 let Some(peer) = self.peers.get(&id) else {
                     return;
                 };
-                let PeerKey::Consumer { remote, .. } = &peer.key else {
+                let PeerKey::Consumer { receiver, remote } = &peer.key else {
                     return;
                 };
+                self.failed_consumers
+                    .remove(&(receiver.clone(), remote.clone()));
                 let remote = remote.clone();
                 let videos: Vec<Mid> = peer
                     .forwards
@@ -1507,10 +1547,9 @@ mod tests {
         sent
     }
 
-    #[test]
-    fn a_second_sender_gets_consumers_both_ways_and_a_leaver_takes_them_all() {
-        let mut room = room();
-        let mut now = Instant::now();
+    /// Alice and bob offer their producers and accept the room's answers (neither answers a
+    /// consumer offer).
+    fn two_senders(room: &mut Room, now: Instant) -> Vec<(SocketAddr, Rtc)> {
         let mut clients = Vec::new();
         for (i, client) in ["alice", "bob"].into_iter().enumerate() {
             let addr: SocketAddr = format!("127.0.0.1:{}", 41000 + i).parse().unwrap();
@@ -1520,14 +1559,18 @@ mod tests {
                 &json!({ "type": "producer", "sender": client,
                 "description": { "type": "offer", "sdp": sdp } }),
             );
-            let answer = frames(&mut room).pop().unwrap();
+            let answer = frames(room).pop().unwrap();
             let answer =
                 SdpAnswer::from_sdp_string(answer["data"]["description"]["sdp"].as_str().unwrap())
                     .unwrap();
             rtc.sdp_api().accept_answer(pending, answer).unwrap();
             clients.push((addr, rtc));
         }
-        let sent = network(&mut room, &mut clients, &mut now, 300);
+        clients
+    }
+
+    /// The consumer offers among `sent`: (receiver, remote).
+    fn consumer_offers(sent: &[Value]) -> Vec<(String, String)> {
         let mut offers: Vec<(String, String)> = sent
             .iter()
             .filter(|f| f["data"]["type"] == "consumer")
@@ -1540,8 +1583,17 @@ mod tests {
             })
             .collect();
         offers.sort();
+        offers
+    }
+
+    #[test]
+    fn a_second_sender_gets_consumers_both_ways_and_a_leaver_takes_them_all() {
+        let mut room = room();
+        let mut now = Instant::now();
+        let mut clients = two_senders(&mut room, now);
+        let sent = network(&mut room, &mut clients, &mut now, 300);
         assert_eq!(
-            offers,
+            consumer_offers(&sent),
             vec![
                 ("alice".into(), "bob".into()),
                 ("bob".into(), "alice".into())
@@ -1606,5 +1658,59 @@ mod tests {
             .map(|f| f["data"]["remotePeerId"].clone())
             .collect();
         assert_eq!(offered, vec![json!("bob")]);
+    }
+
+    #[test]
+    fn a_consumer_that_never_connects_is_offered_again_a_bounded_number_of_times() {
+        let mut options = RoomOptions::new("127.0.0.9:50000".parse().unwrap());
+        options.connect_timeout = Duration::from_secs(2);
+        let mut room = Room::new(options);
+        let mut now = Instant::now();
+        let mut clients = two_senders(&mut room, now);
+        // Neither answers its consumer offer: each is dropped after the connect timeout and
+        // offered again on a new connection, CONSUMER_OFFERS times in all, then no more.
+        let sent = network(&mut room, &mut clients, &mut now, 1500);
+        let offers = consumer_offers(&sent);
+        let each = CONSUMER_OFFERS as usize;
+        assert_eq!(
+            offers
+                .iter()
+                .filter(|o| o.0 == "alice" && o.1 == "bob")
+                .count(),
+            each,
+            "{offers:?}"
+        );
+        assert_eq!(
+            offers
+                .iter()
+                .filter(|o| o.0 == "bob" && o.1 == "alice")
+                .count(),
+            each,
+            "{offers:?}"
+        );
+        let ufrags: HashSet<String> = sent
+            .iter()
+            .filter(|f| f["data"]["type"] == "consumer")
+            .map(|f| sdp_ufrag(f["data"]["description"]["sdp"].as_str().unwrap()).unwrap())
+            .collect();
+        assert_eq!(ufrags.len(), 2 * each, "each offer is a new connection");
+        assert_eq!(room.stats().consumers, 0);
+        assert_eq!(room.stats().producers, 2, "the senders are not affected");
+        assert!(consumer_offers(&network(&mut room, &mut clients, &mut now, 500)).is_empty());
+
+        // A participant who leaves is not offered again to anyone, even mid-streak.
+        let mut room = Room::new(RoomOptions {
+            connect_timeout: Duration::from_secs(2),
+            ..RoomOptions::new("127.0.0.9:50000".parse().unwrap())
+        });
+        let mut clients = two_senders(&mut room, now);
+        network(&mut room, &mut clients, &mut now, 450);
+        room.handle_frame(
+            now,
+            &json!({ "type": "clientDisconnect", "clientId": "bob" }),
+        );
+        clients.truncate(1);
+        let later = consumer_offers(&network(&mut room, &mut clients, &mut now, 500));
+        assert!(later.is_empty(), "{later:?}");
     }
 }
