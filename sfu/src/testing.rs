@@ -213,6 +213,8 @@ struct Conn {
     rtc: Rtc,
     socket: Arc<UdpSocket>,
     local: SocketAddr,
+    /// The SFU side's ICE ufrag (consumers): an offer with another one is a new connection.
+    remote_ufrag: Option<String>,
     pending: Option<SdpPendingOffer>,
     connected: bool,
     timeout: Instant,
@@ -245,6 +247,13 @@ fn stamp_now() -> u64 {
     static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
     let epoch = *EPOCH.get_or_init(Instant::now);
     Instant::now().duration_since(epoch).as_micros() as u64
+}
+
+/// The `a=ice-ufrag:` of an SDP.
+fn ice_ufrag(sdp: &str) -> Option<String> {
+    sdp.lines()
+        .find_map(|line| line.trim().strip_prefix("a=ice-ufrag:"))
+        .map(str::to_string)
 }
 
 /// An RTP packet (not RTCP, STUN or DTLS) by its first two bytes (RFC 5761, RFC 7983).
@@ -363,6 +372,7 @@ impl Client {
                 rtc,
                 socket,
                 local,
+                remote_ufrag: None,
                 pending: None,
                 connected: false,
                 timeout: now,
@@ -456,8 +466,22 @@ impl Client {
                         .and_then(Value::as_str)
                         .ok_or("no sdp")?;
                     let offer = SdpOffer::from_sdp_string(sdp).map_err(|e| e.to_string())?;
+                    // The SFU offers a failed consumer again on a new connection (new ICE
+                    // credentials): that replaces the old one, as the SDK does; the same ufrag is
+                    // a renegotiation of the connection there is.
+                    let ufrag = ice_ufrag(sdp);
+                    if self
+                        .conns
+                        .get(&pc)
+                        .is_some_and(|c| c.remote_ufrag.is_some() && c.remote_ufrag != ufrag)
+                    {
+                        self.conns.remove(&pc);
+                    }
                     if !self.conns.contains_key(&pc) {
                         self.connection(pc.clone(), Instant::now()).await?;
+                    }
+                    if let Some(conn) = self.conns.get_mut(&pc) {
+                        conn.remote_ufrag = ufrag;
                     }
                     self.stats(|s| *s.consumer_offers.entry(remote.clone()).or_default() += 1);
                     let conn = self.conns.get_mut(&pc).ok_or("no consumer")?;
