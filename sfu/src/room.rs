@@ -274,8 +274,8 @@ fn description_sdp<'a>(description: &'a Value, want: &str) -> Result<&'a str, St
         .ok_or_else(|| "no sdp".to_string())
 }
 
-/// The ICE ufrag an SDP of ours declares.
-fn sdp_ufrag(sdp: &str) -> Option<String> {
+/// The ICE ufrag an SDP declares (ours, or the SFU's to a test participant).
+pub(crate) fn sdp_ufrag(sdp: &str) -> Option<String> {
     sdp.lines()
         .find_map(|l| l.trim().strip_prefix("a=ice-ufrag:"))
         .map(|u| u.trim().to_string())

@@ -249,13 +249,6 @@ fn stamp_now() -> u64 {
     Instant::now().duration_since(epoch).as_micros() as u64
 }
 
-/// The `a=ice-ufrag:` of an SDP.
-fn ice_ufrag(sdp: &str) -> Option<String> {
-    sdp.lines()
-        .find_map(|line| line.trim().strip_prefix("a=ice-ufrag:"))
-        .map(str::to_string)
-}
-
 /// An RTP packet (not RTCP, STUN or DTLS) by its first two bytes (RFC 5761, RFC 7983).
 fn is_rtp(data: &[u8]) -> bool {
     data.len() >= 12 && data[0] >> 6 == 2 && !(192..=223).contains(&data[1])
@@ -469,7 +462,7 @@ impl Client {
                     // The SFU offers a failed consumer again on a new connection (new ICE
                     // credentials): that replaces the old one, as the SDK does; the same ufrag is
                     // a renegotiation of the connection there is.
-                    let ufrag = ice_ufrag(sdp);
+                    let ufrag = crate::room::sdp_ufrag(sdp);
                     if self
                         .conns
                         .get(&pc)
