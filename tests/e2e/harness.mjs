@@ -391,27 +391,23 @@ export const pageUrl = (base, file, hash) =>
     .map(([k, v]) => (v === true ? k : `${k}=${encodeURIComponent(v)}`))
     .join('&')}`;
 
+/** A POST to the local ECS listener (ECS or EC2), signed as the stack's administrator. */
+async function adminCall(ecsUrl, service, body, headers) {
+  const url = new URL(`${ecsUrl}/`);
+  const signed = aws4.sign(
+    { host: url.host, path: '/', method: 'POST', service, region: 'us-east-1', body, headers },
+    { accessKeyId: 'switchboard-local-admin', secretAccessKey: 'local' },
+  );
+  return fetch(url, { method: 'POST', headers: signed.headers, body });
+}
+
 /** The task as the local ECS endpoint describes it (DescribeTasks), asked as an operator would:
  * a SigV4-signed call with the stack's own credentials (the endpoint checks IAM as AWS does). */
 export async function describeTask(ecsUrl, taskArn) {
-  const url = new URL(`${ecsUrl}/`);
-  const body = JSON.stringify({ cluster: 'switchboard-local', tasks: [taskArn] });
-  const signed = aws4.sign(
-    {
-      host: url.host,
-      path: '/',
-      method: 'POST',
-      service: 'ecs',
-      region: 'us-east-1',
-      body,
-      headers: {
-        'x-amz-target': 'AmazonEC2ContainerServiceV20141113.DescribeTasks',
-        'content-type': 'application/x-amz-json-1.1',
-      },
-    },
-    { accessKeyId: 'switchboard-local-admin', secretAccessKey: 'local' },
-  );
-  const response = await fetch(url, { method: 'POST', headers: signed.headers, body });
+  const response = await adminCall(ecsUrl, 'ecs', JSON.stringify({ cluster: 'switchboard-local', tasks: [taskArn] }), {
+    'x-amz-target': 'AmazonEC2ContainerServiceV20141113.DescribeTasks',
+    'content-type': 'application/x-amz-json-1.1',
+  });
   const json = await response.json();
   const task = json.tasks?.[0];
   if (!task) throw new Error(`DescribeTasks → ${response.status} ${JSON.stringify(json)}`);
@@ -425,13 +421,8 @@ export async function describeTask(ecsUrl, taskArn) {
 export async function reachableAddress(ecsUrl, task) {
   const eni = task.attachments?.[0]?.details?.find((d) => d.name === 'networkInterfaceId')?.value;
   if (!eni) throw new Error(`the task names no network interface: ${JSON.stringify(task)}`);
-  const url = new URL(`${ecsUrl}/`);
   const body = new URLSearchParams({ Action: 'DescribeNetworkInterfaces', Version: '2016-11-15', 'NetworkInterfaceId.1': eni }).toString();
-  const signed = aws4.sign(
-    { host: url.host, path: '/', method: 'POST', service: 'ec2', region: 'us-east-1', body, headers: { 'content-type': 'application/x-www-form-urlencoded; charset=utf-8' } },
-    { accessKeyId: 'switchboard-local-admin', secretAccessKey: 'local' },
-  );
-  const response = await fetch(url, { method: 'POST', headers: signed.headers, body });
+  const response = await adminCall(ecsUrl, 'ec2', body, { 'content-type': 'application/x-www-form-urlencoded; charset=utf-8' });
   const xml = await response.text();
   if (!response.ok) throw new Error(`DescribeNetworkInterfaces → ${response.status} ${xml}`);
   const address = xml.match(/<publicIp>([^<]+)<\/publicIp>/)?.[1] ?? xml.match(/<privateIpAddress>([^<]+)<\/privateIpAddress>/)?.[1];
