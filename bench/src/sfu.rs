@@ -214,8 +214,11 @@ pub async fn load(
         pids.push(pid);
     }
     let idle_rss_mb = rss_mb(pids[0])?;
+    // The generator shares the cores with the SFU: its threads yield them (niceness 10), as if
+    // it ran on machines of its own. The SFU's CPU time is counted apart either way.
     let publish = Publish {
         video_frame_bytes: frame_bytes,
+        nice: 10,
         ..Publish::default()
     };
     // One after another, each once its producer connection is up: on a busy machine, a room's

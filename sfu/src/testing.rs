@@ -39,6 +39,9 @@ pub struct Publish {
     /// Bytes of each synthetic video frame (25 frames a second): 600 is about 120 kbit/s,
     /// 5,000 about 1 Mbit/s (the benchmark's load).
     pub video_frame_bytes: usize,
+    /// The participant thread's niceness (0 to 19). A load generator sharing the machine with
+    /// the SFU it measures runs above 0, so the SFU is not kept waiting for a core behind it.
+    pub nice: i32,
 }
 
 impl Default for Publish {
@@ -49,6 +52,7 @@ impl Default for Publish {
             h264_only: false,
             answer_consumers: true,
             video_frame_bytes: 600,
+            nice: 0,
         }
     }
 }
@@ -67,9 +71,10 @@ pub struct Received {
     /// RTP packets that arrived on the consumer connection (audio and video, counted on the
     /// socket: what the SFU forwarded).
     pub rtp_packets: u64,
-    /// One-way time of each audio packet, sender's write to this receiver's event, in
-    /// microseconds (audio payloads carry their send time; sender and receiver share a clock
-    /// only within one process).
+    /// One-way time of each audio packet, in microseconds: from the sender's write (audio
+    /// payloads carry their send time; sender and receiver share a clock only within one
+    /// process) to the kernel's receive time at this receiver's socket. The kernel's stamp
+    /// leaves out how long a busy receiver takes to read and decrypt the packet.
     pub audio_latency_us: Vec<u32>,
 }
 
@@ -92,8 +97,13 @@ pub struct Stats {
     pub frames: Vec<Value>,
 }
 
-/// A datagram a connection's socket received: (connection, source, destination, bytes).
-type Datagram = (Pc, SocketAddr, SocketAddr, Vec<u8>);
+/// A datagram a connection's socket received: (connection, source, destination, bytes, when
+/// the kernel received it).
+type Datagram = (Pc, SocketAddr, SocketAddr, Vec<u8>, Instant);
+
+/// RTP packets remembered per consumer connection until their media event: (SSRC, sequence
+/// number, kernel receive time).
+const ARRIVALS_KEPT: usize = 512;
 
 enum Command {
     Chat(&'static str, String),
@@ -121,6 +131,7 @@ impl Participant {
     ) -> Result<Self, String> {
         let stats = Arc::new(Mutex::new(Stats::default()));
         let (commands, rx) = mpsc::unbounded_channel();
+        let nice = publish.nice;
         let client = Client::new(id, room, publish, stats.clone());
         let (connected_tx, connected) = tokio::sync::oneshot::channel();
         let (done_tx, done) = tokio::sync::oneshot::channel();
@@ -128,6 +139,11 @@ impl Participant {
         std::thread::Builder::new()
             .name(format!("participant-{id}"))
             .spawn(move || {
+                if nice > 0 {
+                    // SAFETY: plain system call; `who` 0 is this thread (Linux niceness is
+                    // per thread). Raising it needs no privilege.
+                    unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice.min(19)) };
+                }
                 let runtime = match tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
@@ -218,6 +234,25 @@ struct Conn {
     pending: Option<SdpPendingOffer>,
     connected: bool,
     timeout: Instant,
+    /// Consumers: RTP packets received and not yet seen as media, oldest first.
+    arrivals: std::collections::VecDeque<(u32, u16, Instant)>,
+}
+
+impl Conn {
+    /// When the kernel received the (single-packet) media `data`, if it is remembered.
+    fn arrival(&mut self, data: &str0m::media::MediaData) -> Option<Instant> {
+        let ssrc = *self
+            .rtc
+            .direct_api()
+            .stream_rx_by_mid(data.mid, None)?
+            .ssrc();
+        let seq = data.seq_range.start().as_u16();
+        let at = self
+            .arrivals
+            .iter()
+            .position(|(s, q, _)| *s == ssrc && *q == seq)?;
+        self.arrivals.remove(at).map(|(_, _, arrived)| arrived)
+    }
 }
 
 struct Client {
@@ -242,11 +277,114 @@ fn handshake(data: Value) -> Value {
     json!({ "action": "handshake", "data": data })
 }
 
-/// The clock audio payloads carry (microseconds since the first use in this process).
-fn stamp_now() -> u64 {
+/// The clock audio payloads carry: microseconds from the first use in this process to `at`.
+fn stamp(at: Instant) -> u64 {
     static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
     let epoch = *EPOCH.get_or_init(Instant::now);
-    Instant::now().duration_since(epoch).as_micros() as u64
+    at.saturating_duration_since(epoch).as_micros() as u64
+}
+
+/// Turns on the kernel's receive timestamps (`SO_TIMESTAMPNS`) for `socket`.
+fn enable_receive_timestamps(socket: &UdpSocket) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let on: libc::c_int = 1;
+    // SAFETY: a valid descriptor, and an option value that lives across the call.
+    let r = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_TIMESTAMPNS,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Receives one datagram into `buf`: its length, source, and when the kernel received it (its
+/// `SO_TIMESTAMPNS` stamp, on the wall clock, moved onto the monotonic one; now, without one).
+async fn receive_stamped(
+    socket: &UdpSocket,
+    buf: &mut [u8],
+) -> std::io::Result<(usize, SocketAddr, Instant)> {
+    socket
+        .async_io(tokio::io::Interest::READABLE, || {
+            receive_stamped_now(socket, buf)
+        })
+        .await
+}
+
+fn receive_stamped_now(
+    socket: &UdpSocket,
+    buf: &mut [u8],
+) -> std::io::Result<(usize, SocketAddr, Instant)> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: all-zero is a valid value of these plain C structs.
+    let mut name: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut control = [0u64; 16];
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    let mut header: libc::msghdr = unsafe { std::mem::zeroed() };
+    header.msg_name = (&mut name as *mut libc::sockaddr_storage).cast();
+    header.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    header.msg_iov = &mut iov;
+    header.msg_iovlen = 1;
+    header.msg_control = control.as_mut_ptr().cast();
+    header.msg_controllen = std::mem::size_of_val(&control) as _;
+    // SAFETY: the header points at `name`, `buf` (through `iov`) and `control`, all of which
+    // outlive the call and are as large as the header says.
+    let n = unsafe { libc::recvmsg(socket.as_raw_fd(), &mut header, 0) };
+    if n < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let now = Instant::now();
+    let mut arrived = now;
+    // SAFETY: the kernel filled `header`'s control buffer; the CMSG macros walk it within
+    // `msg_controllen`.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(&header);
+        while !cmsg.is_null() {
+            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SO_TIMESTAMPNS {
+                let ts: libc::timespec = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast());
+                let kernel =
+                    std::time::UNIX_EPOCH + Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32);
+                let age = std::time::SystemTime::now()
+                    .duration_since(kernel)
+                    .unwrap_or_default();
+                arrived = now.checked_sub(age).unwrap_or(now);
+            }
+            cmsg = libc::CMSG_NXTHDR(&header, cmsg);
+        }
+    }
+    let source = match i32::from(name.ss_family) {
+        libc::AF_INET => {
+            // SAFETY: the family says `name` holds a sockaddr_in.
+            let a: libc::sockaddr_in =
+                unsafe { std::ptr::read((&name as *const libc::sockaddr_storage).cast()) };
+            SocketAddr::from((
+                u32::from_be(a.sin_addr.s_addr).to_be_bytes(),
+                u16::from_be(a.sin_port),
+            ))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: the family says `name` holds a sockaddr_in6.
+            let a: libc::sockaddr_in6 =
+                unsafe { std::ptr::read((&name as *const libc::sockaddr_storage).cast()) };
+            SocketAddr::from((a.sin6_addr.s6_addr, u16::from_be(a.sin6_port)))
+        }
+        _ => {
+            return Err(std::io::Error::other(
+                "a datagram from an unknown address family",
+            ));
+        }
+    };
+    Ok((n as usize, source, arrived))
 }
 
 /// An RTP packet (not RTCP, STUN or DTLS) by its first two bytes (RFC 5761, RFC 7983).
@@ -341,6 +479,7 @@ impl Client {
             .await
             .map_err(|e| e.to_string())?;
         let local = socket.local_addr().map_err(|e| e.to_string())?;
+        enable_receive_timestamps(&socket).map_err(|e| e.to_string())?;
         let socket = Arc::new(socket);
         let mut rtc = self.rtc(now, pc == Pc::Producer);
         let host = Candidate::host(local, "udp").map_err(|e| e.to_string())?;
@@ -350,9 +489,9 @@ impl Client {
         let which = pc.clone();
         self.readers.push(tokio::spawn(async move {
             let mut buf = vec![0u8; 2048];
-            while let Ok((n, source)) = reader.recv_from(&mut buf).await {
+            while let Ok((n, source, arrived)) = receive_stamped(&reader, &mut buf).await {
                 if tx
-                    .send((which.clone(), source, local, buf[..n].to_vec()))
+                    .send((which.clone(), source, local, buf[..n].to_vec(), arrived))
                     .is_err()
                 {
                     break;
@@ -369,6 +508,7 @@ impl Client {
                 pending: None,
                 connected: false,
                 timeout: now,
+                arrivals: Default::default(),
             },
         );
         Ok(())
@@ -506,19 +646,34 @@ impl Client {
         Ok(())
     }
 
-    fn on_datagram(&mut self, pc: &Pc, source: SocketAddr, destination: SocketAddr, data: &[u8]) {
+    fn on_datagram(
+        &mut self,
+        pc: &Pc,
+        source: SocketAddr,
+        destination: SocketAddr,
+        data: &[u8],
+        arrived: Instant,
+    ) {
         let Some(conn) = self.conns.get_mut(pc) else {
             return;
         };
         if let Pc::Consumer(remote) = pc
             && is_rtp(data)
-            && let Ok(mut stats) = self.stats.lock()
         {
-            stats
-                .received
-                .entry(remote.clone())
-                .or_default()
-                .rtp_packets += 1;
+            // The RTP header is in the clear under SRTP.
+            let seq = u16::from_be_bytes([data[2], data[3]]);
+            let ssrc = u32::from_be_bytes([data[8], data[9], data[10], data[11]]);
+            if conn.arrivals.len() >= ARRIVALS_KEPT {
+                conn.arrivals.pop_front();
+            }
+            conn.arrivals.push_back((ssrc, seq, arrived));
+            if let Ok(mut stats) = self.stats.lock() {
+                stats
+                    .received
+                    .entry(remote.clone())
+                    .or_default()
+                    .rtp_packets += 1;
+            }
         }
         let Ok(contents) = data.try_into() else {
             return;
@@ -560,7 +715,7 @@ impl Client {
             let rtp = MediaTime::from_seconds(elapsed.as_secs_f64())
                 .rebase(str0m::media::Frequency::FORTY_EIGHT_KHZ);
             let mut payload = vec![0xfc, 0xff, 0xfe, (tick % 256) as u8];
-            payload.extend_from_slice(&stamp_now().to_be_bytes());
+            payload.extend_from_slice(&stamp(Instant::now()).to_be_bytes());
             if writer.write(pt, now, rtp, payload).is_ok() {
                 audio += 1;
             }
@@ -611,8 +766,16 @@ impl Client {
         let mut next = Instant::now() + Duration::from_millis(100);
         let mut events = Vec::new();
         for (pc, conn) in self.conns.iter_mut() {
+            // A timeout already due (str0m asks for one at once to packetize what was written)
+            // is given here, so media leaves when it is written, not at the runtime's next
+            // timer tick (a millisecond later).
+            let mut due_now = 0;
             loop {
                 match conn.rtc.poll_output() {
+                    Ok(Output::Timeout(t)) if t <= Instant::now() && due_now < 2 => {
+                        due_now += 1;
+                        let _ = conn.rtc.handle_input(Input::Timeout(Instant::now()));
+                    }
                     Ok(Output::Timeout(t)) => {
                         conn.timeout = t;
                         next = next.min(t);
@@ -625,23 +788,36 @@ impl Client {
                         if matches!(event, Event::Connected) {
                             conn.connected = true;
                         }
-                        let kind = match &event {
-                            Event::MediaData(d) => conn.rtc.media(d.mid).map(|m| m.kind()),
-                            _ => None,
+                        let (kind, arrived) = match &event {
+                            Event::MediaData(d) => {
+                                let kind = conn.rtc.media(d.mid).map(|m| m.kind());
+                                let arrived = (kind == Some(MediaKind::Audio))
+                                    .then(|| conn.arrival(d))
+                                    .flatten();
+                                (kind, arrived)
+                            }
+                            _ => (None, None),
                         };
-                        events.push((pc.clone(), event, kind));
+                        events.push((pc.clone(), event, kind, arrived));
                     }
                     Err(_) => break,
                 }
             }
         }
-        for (pc, event, kind) in events {
-            self.on_event(&pc, event, kind);
+        for (pc, event, kind, arrived) in events {
+            self.on_event(&pc, event, kind, arrived);
         }
         next
     }
 
-    fn on_event(&mut self, pc: &Pc, event: Event, kind: Option<MediaKind>) {
+    /// `arrived`: for an audio packet, when the kernel received it.
+    fn on_event(
+        &mut self,
+        pc: &Pc,
+        event: Event,
+        kind: Option<MediaKind>,
+        arrived: Option<Instant>,
+    ) {
         match (pc, event) {
             (Pc::Producer, Event::Connected) => self.stats(|s| s.producer_connected = true),
             (Pc::Producer, Event::KeyframeRequest(_)) => {
@@ -668,9 +844,10 @@ impl Client {
                         Some(MediaKind::Audio) => {
                             r.audio_frames += 1;
                             if let Some(sent) = data.data.get(4..12) {
-                                let mut stamp = [0u8; 8];
-                                stamp.copy_from_slice(sent);
-                                let took = stamp_now().saturating_sub(u64::from_be_bytes(stamp));
+                                let mut sent_at = [0u8; 8];
+                                sent_at.copy_from_slice(sent);
+                                let took = stamp(arrived.unwrap_or(now))
+                                    .saturating_sub(u64::from_be_bytes(sent_at));
                                 r.audio_latency_us
                                     .push(took.min(u64::from(u32::MAX)) as u32);
                             }
@@ -757,10 +934,10 @@ impl Client {
                     Some(Ok(_)) => {}
                     None | Some(Err(_)) => break,
                 },
-                Some((pc, source, destination, data)) = datagrams.recv() => {
-                    self.on_datagram(&pc, source, destination, &data);
-                    while let Ok((pc, source, destination, data)) = datagrams.try_recv() {
-                        self.on_datagram(&pc, source, destination, &data);
+                Some((pc, source, destination, data, arrived)) = datagrams.recv() => {
+                    self.on_datagram(&pc, source, destination, &data, arrived);
+                    while let Ok((pc, source, destination, data, arrived)) = datagrams.try_recv() {
+                        self.on_datagram(&pc, source, destination, &data, arrived);
                     }
                 }
                 command = commands.recv() => match command {
