@@ -31,8 +31,8 @@ pub enum Exit {
 /// goes out together.
 const RECEIVE_BATCH: usize = 32;
 
-/// Datagrams to send that make the loop send them before reading on: a forwarded packet waits
-/// for at most this many others (a turn of 32 packets into a room of 16 makes 480).
+/// Forwarded packets that make the loop send before reading on: a forwarded packet waits for
+/// at most about this many others (a turn of 32 packets into a room of 16 makes 480).
 const SEND_AT: usize = 64;
 
 /// STUN binding requests for the server-reflexive address: sent at these offsets from start.
@@ -115,9 +115,12 @@ pub async fn run(config: Config, address: IpAddr) -> Exit {
                             tracing::info!(%mapped, "server-reflexive address");
                             room.add_server_reflexive(mapped);
                         } else {
-                            room.handle_datagram(Instant::now(), source, packet);
-                            outgoing.extend(std::iter::from_fn(|| room.poll_transmit()));
-                            if outgoing.len() >= SEND_AT {
+                            // The turn's packets are written to their receivers, each polled
+                            // once for all of them (Room::receive), unless that grows long.
+                            room.receive(Instant::now(), source, packet);
+                            if room.writes_pending() >= SEND_AT {
+                                room.flush(Instant::now());
+                                outgoing.extend(std::iter::from_fn(|| room.poll_transmit()));
                                 batch::send_all(&socket, &outgoing).await;
                                 outgoing.clear();
                             }
@@ -127,6 +130,7 @@ pub async fn run(config: Config, address: IpAddr) -> Exit {
                             next = socket.try_recv_from(&mut buf).ok();
                         }
                     }
+                    room.flush(Instant::now());
                 }
                 Err(e) => tracing::warn!(error = %e, "UDP receive failed"),
             },

@@ -28,8 +28,9 @@
 //! the next housekeeping, up to three times in a row, so a receiver does not silently lose a
 //! participant who is still in the room.
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+
+use rustc_hash::FxHashMap;
 use std::net::SocketAddr;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
@@ -41,7 +42,9 @@ use str0m::channel::{ChannelConfig, ChannelId};
 use str0m::format::{Codec, PayloadParams};
 use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid, Pt, Rid};
 use str0m::net::{Protocol, Receive};
-use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, SeqNo, Ssrc, Vp8Descriptor};
+use str0m::rtp::{
+    Extension, ExtensionMap, ExtensionValues, RtpPacket, RtpWrite, SeqNo, Ssrc, Vp8Descriptor,
+};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 
 use crate::stun;
@@ -171,8 +174,13 @@ struct Peer {
     key: PeerKey,
     rtc: Rtc,
     created: Instant,
-    /// When the Rtc next wants `Input::Timeout`.
-    timeout: Instant,
+    /// When the Rtc next wants `Input::Timeout`: its entry in [`Room::timers`] (None: none, it
+    /// is being polled).
+    timeout: Option<Instant>,
+    /// In [`Room::dirty`], waiting to be polled.
+    queued: bool,
+    /// In [`Room::written`]: forwarded packets wait in its send stream.
+    written: bool,
     connected: bool,
     ice_lost_since: Option<Instant>,
     // Producer side.
@@ -211,7 +219,8 @@ pub struct RoomStats {
 pub struct Room {
     options: RoomOptions,
     local_candidates: Vec<Candidate>,
-    peers: HashMap<PeerId, Peer>,
+    /// By id (ids are the room's own counter: a fast hash is safe).
+    peers: FxHashMap<PeerId, Peer>,
     next_id: PeerId,
     by_key: HashMap<PeerKey, PeerId>,
     by_ufrag: HashMap<String, PeerId>,
@@ -222,9 +231,16 @@ pub struct Room {
     /// Consumers that failed (never connected, ICE gone, refused), by (receiver, remote): how
     /// many times in a row, and whether an offer again is due at the next housekeeping.
     failed_consumers: HashMap<(String, String), (u32, bool)>,
-    timers: BinaryHeap<Reverse<(Instant, PeerId)>>,
+    /// Each peer's next timeout, earliest first: one entry per peer, moved when it changes (a
+    /// forwarded packet polls every receiver, and most polls leave the timeout where it was).
+    timers: BTreeSet<(Instant, PeerId)>,
     next_housekeeping: Option<Instant>,
     dirty: VecDeque<PeerId>,
+    /// Consumers with forwarded packets written and not yet polled, and how many packets: a
+    /// batch of datagrams is written to each consumer before it is polled once (str0m handles
+    /// a timeout for each poll after a write, a cost per poll rather than per packet).
+    written: Vec<PeerId>,
+    writes_pending: usize,
     transmits: VecDeque<Transmit>,
     frames: VecDeque<Value>,
 }
@@ -233,10 +249,14 @@ fn fenced<T>(what: &str, key: &PeerKey, f: impl FnOnce() -> T) -> Option<T> {
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(value) => Some(value),
         Err(_) => {
-            tracing::error!(?key, what, "str0m panicked; dropping this peer connection");
+            panicked(what, key);
             None
         }
     }
+}
+
+fn panicked(what: &str, key: &PeerKey) {
+    tracing::error!(?key, what, "str0m panicked; dropping this peer connection");
 }
 
 /// `{candidate, sdpMid, sdpMLineIndex}` (or a bare string) → a str0m candidate. `Ok(None)`: the
@@ -299,7 +319,7 @@ impl Room {
         Self {
             options,
             local_candidates,
-            peers: HashMap::new(),
+            peers: FxHashMap::default(),
             next_id: 1,
             by_key: HashMap::new(),
             by_ufrag: HashMap::new(),
@@ -307,9 +327,11 @@ impl Room {
             consumers_of: HashMap::new(),
             early: HashMap::new(),
             failed_consumers: HashMap::new(),
-            timers: BinaryHeap::new(),
+            timers: BTreeSet::new(),
             next_housekeeping: None,
             dirty: VecDeque::new(),
+            written: Vec::new(),
+            writes_pending: 0,
             transmits: VecDeque::new(),
             frames: VecDeque::new(),
         }
@@ -350,15 +372,7 @@ impl Room {
 
     /// When the room next needs [`Room::handle_timeout`].
     pub fn next_timeout(&mut self) -> Option<Instant> {
-        while let Some(Reverse((at, id))) = self.timers.peek().copied() {
-            match self.peers.get(&id) {
-                Some(peer) if peer.timeout == at => break,
-                _ => {
-                    self.timers.pop();
-                }
-            }
-        }
-        let timer = self.timers.peek().map(|Reverse((at, _))| *at);
+        let timer = self.timers.first().map(|(at, _)| *at);
         match (timer, self.next_housekeeping) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -418,16 +432,29 @@ impl Room {
         self.drain(now);
     }
 
-    fn new_rtc(&self, now: Instant) -> Rtc {
+    /// A producer's connection (`consumer` false) or a consumer's.
+    fn new_rtc(&self, now: Instant, consumer: bool) -> Rtc {
         // RTP mode: packets are forwarded as they come, never reassembled into frames. The codecs
         // are the ones the SFU can start a receiver at a keyframe of.
-        let mut rtc = Rtc::builder()
+        let mut config = Rtc::builder()
             .set_rtp_mode(true)
             .clear_codecs()
             .enable_opus(true, false)
             .enable_vp8(true)
-            .enable_h264(true)
-            .build(now);
+            .enable_h264(true);
+        if consumer {
+            // A consumer's media is sent by the SFU, which estimates no bandwidth: transport-wide
+            // congestion control feedback would cost both ends per packet for nothing. (A
+            // producer's keeps it: the browser sending there adapts its bitrate by it.)
+            let mut extensions = ExtensionMap::empty();
+            for (id, extension) in ExtensionMap::standard().iter() {
+                if !matches!(extension, Extension::TransportSequenceNumber) {
+                    extensions.set(id, extension.clone());
+                }
+            }
+            config = config.set_extension_map(extensions);
+        }
+        let mut rtc = config.build(now);
         for candidate in &self.local_candidates {
             rtc.add_local_candidate(candidate.clone());
         }
@@ -459,7 +486,9 @@ impl Room {
                 key,
                 rtc,
                 created: now,
-                timeout: now,
+                timeout: None,
+                queued: false,
+                written: false,
                 connected: false,
                 ice_lost_since: None,
                 tracks: Vec::new(),
@@ -508,7 +537,7 @@ impl Room {
             }
             return;
         }
-        let mut rtc = self.new_rtc(now);
+        let mut rtc = self.new_rtc(now, false);
         let answer = fenced("accept_offer", &key, || {
             let answer = rtc.sdp_api().accept_offer(offer)?;
             let mut channels = HashMap::new();
@@ -730,7 +759,7 @@ impl Room {
                 }
                 return;
             }
-            None => (self.new_rtc(now), None::<PeerId>),
+            None => (self.new_rtc(now, true), None::<PeerId>),
         };
         let _ = id;
         let offered = fenced("offer", &key, || {
@@ -812,6 +841,9 @@ impl Room {
         let Some(mut peer) = self.peers.remove(&id) else {
             return;
         };
+        if let Some(at) = peer.timeout {
+            self.timers.remove(&(at, id));
+        }
         let key = peer.key.clone();
         let _ = fenced("disconnect", &key, || peer.rtc.disconnect());
         self.by_key.remove(&key);
@@ -835,7 +867,15 @@ impl Room {
 
     // ---------------------------------------------------------------- network and time
 
+    /// A datagram from the socket, and everything it leads to.
     pub fn handle_datagram(&mut self, now: Instant, source: SocketAddr, contents: &[u8]) {
+        self.receive(now, source, contents);
+        self.flush(now);
+    }
+
+    /// A datagram from the socket, one of a batch: the RTP it forwards waits in the receivers'
+    /// send streams until [`Room::flush`] (or any other input) polls them.
+    pub fn receive(&mut self, now: Instant, source: SocketAddr, contents: &[u8]) {
         let id = match stun::request_ufrag(contents) {
             Some(ufrag) => {
                 let Some(&id) = self.by_ufrag.get(ufrag) else {
@@ -879,21 +919,29 @@ impl Room {
             }
             None => self.drop_peer(id),
         }
+        self.drain_inputs(now);
+    }
+
+    /// Forwarded packets written since the last flush (see [`Room::receive`]).
+    pub fn writes_pending(&self) -> usize {
+        self.writes_pending
+    }
+
+    /// Polls the receivers of what [`Room::receive`] forwarded, so it can be sent.
+    pub fn flush(&mut self, now: Instant) {
         self.drain(now);
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
-        while let Some(Reverse((at, id))) = self.timers.peek().copied() {
+        while let Some((at, id)) = self.timers.first().copied() {
             if at > now {
                 break;
             }
-            self.timers.pop();
+            self.timers.pop_first();
             let Some(peer) = self.peers.get_mut(&id) else {
                 continue;
             };
-            if peer.timeout != at {
-                continue;
-            }
+            peer.timeout = None;
             let key = peer.key.clone();
             match fenced("timeout", &key, || {
                 peer.rtc.handle_input(Input::Timeout(now))
@@ -956,19 +1004,44 @@ impl Room {
     }
 
     fn mark(&mut self, id: PeerId) {
-        if !self.dirty.contains(&id) {
+        if let Some(peer) = self.peers.get_mut(&id)
+            && !peer.queued
+        {
+            peer.queued = true;
             self.dirty.push_back(id);
         }
     }
 
-    /// Polls every peer that had input until it only waits, and applies what it asked for.
+    /// Polls every peer that had input until it only waits, and applies what it asked for,
+    /// then the receivers of what was forwarded (until both settle).
     fn drain(&mut self, now: Instant) {
+        self.drain_inputs(now);
+        while !self.written.is_empty() {
+            self.writes_pending = 0;
+            for id in std::mem::take(&mut self.written) {
+                if let Some(peer) = self.peers.get_mut(&id) {
+                    peer.written = false;
+                }
+                self.mark(id);
+            }
+            self.drain_inputs(now);
+        }
+        self.writes_pending = 0;
+    }
+
+    /// Polls every peer that had input until it only waits, and applies what it asked for.
+    /// Consumers that were only written to wait in [`Room::written`].
+    fn drain_inputs(&mut self, now: Instant) {
         let mut rounds = 0;
         while let Some(id) = self.dirty.pop_front() {
             rounds += 1;
             if rounds > 100_000 {
                 tracing::error!("room loop did not settle; deferring");
+                self.dirty.push_front(id);
                 break;
+            }
+            if let Some(peer) = self.peers.get_mut(&id) {
+                peer.queued = false;
             }
             let effects = self.poll_peer(now, id);
             for effect in effects {
@@ -981,10 +1054,10 @@ impl Room {
         let Some(peer) = self.peers.get_mut(&id) else {
             return Vec::new();
         };
-        let key = peer.key.clone();
         let transmits = &mut self.transmits;
         let mut effects = Vec::new();
-        let polled = fenced("poll_output", &key, || {
+        // Fenced as `fenced` does, without cloning the key for every poll.
+        let polled = catch_unwind(AssertUnwindSafe(|| {
             // Packets written to a send stream leave on str0m's next timeout, which it asks
             // for at once: given here, so they go out with the datagram that brought them.
             let mut due_now = 0;
@@ -1004,20 +1077,26 @@ impl Room {
                 }
             }
             Ok(None)
-        });
+        }))
+        .map_err(|_| panicked("poll_output", &peer.key))
+        .ok();
         match polled {
             Some(Ok(Some(t))) => {
                 let peer_alive = peer.rtc.is_alive();
-                peer.timeout = t;
-                self.timers.push(Reverse((t, id)));
+                if peer.timeout != Some(t) {
+                    if let Some(old) = peer.timeout.replace(t) {
+                        self.timers.remove(&(old, id));
+                    }
+                    self.timers.insert((t, id));
+                }
                 if !peer_alive {
-                    tracing::info!(?key, "peer connection closed by its remote");
+                    tracing::info!(key = ?peer.key, "peer connection closed by its remote");
                     self.drop_peer(id);
                 }
             }
             Some(Ok(None)) => self.mark(id),
             Some(Err(e)) => {
-                tracing::warn!(?key, error = %e, "peer connection failed; dropping");
+                tracing::warn!(key = ?peer.key, error = %e, "peer connection failed; dropping");
                 self.drop_peer(id);
             }
             None => self.drop_peer(id),
@@ -1166,7 +1245,6 @@ impl Room {
                 continue;
             };
             let forward = *forward;
-            let key = peer.key.clone();
             let mut ext_vals = packet.ext_vals.clone();
             // This leg's own: str0m sets them as the receiver needs.
             ext_vals.mid = None;
@@ -1183,16 +1261,28 @@ impl Room {
             .marker(packet.marker)
             .ext_vals(ext_vals)
             .nackable(forward.kind == MediaKind::Video);
-            let written = fenced("write_rtp", &key, || {
+            // Fenced as `fenced` does, without cloning the key for every packet.
+            let written = catch_unwind(AssertUnwindSafe(|| {
                 let mut api = peer.rtc.direct_api();
                 let stream = api.stream_tx_by_mid(forward.to, None)?;
                 stream.write_rtp(write);
                 Some(())
-            });
+            }));
             match written {
-                Some(Some(())) => self.mark(id),
-                Some(None) => tracing::debug!(?key, "no send stream for a forwarded track"),
-                None => self.drop_peer(id),
+                Ok(Some(())) => {
+                    self.writes_pending += 1;
+                    if !peer.written {
+                        peer.written = true;
+                        self.written.push(id);
+                    }
+                }
+                Ok(None) => {
+                    tracing::debug!(key = ?peer.key, "no send stream for a forwarded track")
+                }
+                Err(_) => {
+                    panicked("write_rtp", &peer.key);
+                    self.drop_peer(id);
+                }
             }
         }
         if waiting {
@@ -1658,6 +1748,41 @@ mod tests {
             .map(|f| f["data"]["remotePeerId"].clone())
             .collect();
         assert_eq!(offered, vec![json!("bob")]);
+    }
+
+    #[test]
+    fn only_producers_negotiate_transport_wide_congestion_control() {
+        const TWCC: &str = "transport-wide-cc-extensions";
+        let now = Instant::now();
+        let mut alone = room();
+        let (_rtc, _pending, sdp) = client_offer(now);
+        assert!(sdp.contains(TWCC), "the client offers it");
+        alone.handle_frame(
+            now,
+            &json!({ "type": "producer", "sender": "alice",
+            "description": { "type": "offer", "sdp": sdp } }),
+        );
+        let answer = frames(&mut alone).pop().unwrap();
+        let answer = answer["data"]["description"]["sdp"].as_str().unwrap();
+        assert!(answer.contains(TWCC), "the sender's bitrate adapts by it");
+
+        let mut room = room();
+        let mut now = now;
+        let mut clients = two_senders(&mut room, now);
+        let sent = network(&mut room, &mut clients, &mut now, 50);
+        let offers: Vec<&str> = sent
+            .iter()
+            .filter(|f| f["data"]["type"] == "consumer")
+            .filter_map(|f| f["data"]["description"]["sdp"].as_str())
+            .collect();
+        assert!(!offers.is_empty());
+        for offer in offers {
+            assert!(offer.contains("urn:ietf:params:rtp-hdrext"), "{offer}");
+            assert!(
+                !offer.contains(TWCC),
+                "the SFU estimates no bandwidth: {offer}"
+            );
+        }
     }
 
     #[test]
