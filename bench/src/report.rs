@@ -669,10 +669,12 @@ fn sfu_section(o: &mut String, m: &Map<String, Value>) {
          UDP socket. After everyone receives everyone, a window of measurement: forwarded packets \
          are the RTP packets arriving on the participants' consumer sockets; CPU is the SFU \
          processes' own utime + stime from `/proc/<pid>/stat` (the load generator shares the \
-         cores, and does not count); memory is their VmRSS at the end of the window. Latency is \
-         each audio packet's time from the sender's write to the receiver's event, both in the \
-         generator's process, so it includes the generator's own str0m work and scheduling on \
-         both ends, an upper bound on what the SFU adds.\n"
+         cores, and does not count); memory is their VmRSS at the end of the window. The \
+         generator's threads run at niceness 10, so the SFU, as on a machine of its own, does not \
+         wait for a core behind them. Latency is each audio packet's time from the sender's \
+         write (the packet leaves at once) to the kernel's receive timestamp on the receiver's \
+         socket (`SO_TIMESTAMPNS`), both in the generator's process: what the SFU adds, plus \
+         the loopback and the sender's encryption, without the receiver's own queue.\n"
     );
     if m.get("seconds_sfu").is_some_and(Value::is_null) {
         let _ = writeln!(
@@ -756,8 +758,12 @@ fn sfu_analysis(m: &Map<String, Value>, loads: &[String]) -> String {
         "What these figures say about the SFU (from its code and the loads above): it forwards \
          each RTP packet as it arrives (str0m's RTP mode: decrypted, the SSRC, payload type and \
          sequence number rewritten for each receiver, encrypted again; never reassembled into \
-         frames nor packetized again), and sends what one turn of its loop produced together \
-         (`sendmmsg`, up to 32 datagrams a system call).",
+         frames nor packetized again). One turn of its loop reads up to 32 datagrams, writes \
+         each forwarded packet into its receivers' send streams, and polls each receiver once \
+         for all of them (str0m handles a timeout per poll), sending whenever 64 forwarded \
+         packets wait and at the end of the turn (`sendmmsg`, up to 32 datagrams a system \
+         call). Consumer connections negotiate no transport-wide congestion control: the SFU \
+         estimates no bandwidth, so that feedback would cost both ends per packet for nothing.",
     );
     let us = per_load("cpu_us_per_packet");
     if let (Some(lo), Some(hi)) = (
@@ -784,7 +790,9 @@ fn sfu_analysis(m: &Map<String, Value>, loads: &[String]) -> String {
         ) {
             let _ = write!(
                 text,
-                ", {:.0}-{:.0}% of it in the kernel (receiving and sending datagrams)",
+                ", {:.0}-{:.0}% of it in the kernel (receiving and sending datagrams; on the \
+                 loopback interface that includes delivering each datagram into its receiver's \
+                 socket, which on a network the receiver's machine does)",
                 lo * 100.0,
                 hi * 100.0
             );
@@ -835,7 +843,7 @@ fn sfu_analysis(m: &Map<String, Value>, loads: &[String]) -> String {
                 d * 100.0
             )),
             if busy {
-                ": mostly the generator's own queues, an upper bound on the SFU's part"
+                ": it includes the SFU waiting for a core"
             } else {
                 ""
             }
