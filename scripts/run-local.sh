@@ -26,7 +26,7 @@ echo "coturn on 127.0.0.1:${turn_port} (log: .cache/turnserver.log)"
 # The demo pages import the SDK, which the stack serves from sdk/dist.
 (cd sdk && npm ci --no-audit --no-fund --silent && npm run build --silent)
 
-# The `local` profile: optimised, without the Lambda binaries' LTO (quick from a fresh clone).
+# The `local` profile: unoptimised and without the Lambda binaries' LTO (quick from a fresh clone).
 cargo build --profile local --bin switchboard-local --bin switchboard-sfu
 bin="$(cd "${CARGO_TARGET_DIR:-target}/local" && pwd)"
 # Rooms run switchboard-sfu (each task has its own loopback address, TASK_IP, so every room's SFU
