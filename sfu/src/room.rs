@@ -259,6 +259,20 @@ fn panicked(what: &str, key: &PeerKey) {
     tracing::error!(?key, what, "str0m panicked; dropping this peer connection");
 }
 
+impl Peer {
+    /// [`fenced`] for a call into this peer: logs with its key when the call panics, without a
+    /// copy of the key for every call (polls and writes run for every forwarded packet).
+    fn fenced<T>(&mut self, what: &str, f: impl FnOnce(&mut Peer) -> T) -> Option<T> {
+        match catch_unwind(AssertUnwindSafe(|| f(self))) {
+            Ok(value) => Some(value),
+            Err(_) => {
+                panicked(what, &self.key);
+                None
+            }
+        }
+    }
+}
+
 /// `{candidate, sdpMid, sdpMLineIndex}` (or a bare string) → a str0m candidate. `Ok(None)`: the
 /// end-of-candidates marker (an empty candidate).
 fn parse_candidate(value: &Value) -> Result<Option<Candidate>, String> {
@@ -589,11 +603,11 @@ impl Room {
             return;
         };
         let addr = candidate.addr();
-        let key = peer.key.clone();
-        if fenced("add_remote_candidate", &key, || {
-            peer.rtc.add_remote_candidate(candidate)
-        })
-        .is_none()
+        if peer
+            .fenced("add_remote_candidate", |peer| {
+                peer.rtc.add_remote_candidate(candidate)
+            })
+            .is_none()
         {
             self.drop_peer(id);
             return;
@@ -844,8 +858,8 @@ impl Room {
         if let Some(at) = peer.timeout {
             self.timers.remove(&(at, id));
         }
-        let key = peer.key.clone();
-        let _ = fenced("disconnect", &key, || peer.rtc.disconnect());
+        let _ = peer.fenced("disconnect", |peer| peer.rtc.disconnect());
+        let key = peer.key;
         self.by_key.remove(&key);
         self.by_ufrag.retain(|_, v| *v != id);
         self.by_addr.retain(|_, v| *v != id);
@@ -910,11 +924,10 @@ impl Room {
                 contents,
             },
         );
-        let key = peer.key.clone();
-        match fenced("handle_input", &key, || peer.rtc.handle_input(input)) {
+        match peer.fenced("handle_input", |peer| peer.rtc.handle_input(input)) {
             Some(Ok(())) => self.mark(id),
             Some(Err(e)) => {
-                tracing::warn!(?key, error = %e, "input refused");
+                tracing::warn!(key = ?peer.key, error = %e, "input refused");
                 self.mark(id);
             }
             None => self.drop_peer(id),
@@ -942,13 +955,10 @@ impl Room {
                 continue;
             };
             peer.timeout = None;
-            let key = peer.key.clone();
-            match fenced("timeout", &key, || {
-                peer.rtc.handle_input(Input::Timeout(now))
-            }) {
+            match peer.fenced("timeout", |peer| peer.rtc.handle_input(Input::Timeout(now))) {
                 Some(Ok(())) => self.mark(id),
                 Some(Err(e)) => {
-                    tracing::warn!(?key, error = %e, "timeout failed; dropping");
+                    tracing::warn!(key = ?peer.key, error = %e, "timeout failed; dropping");
                     self.drop_peer(id);
                 }
                 None => self.drop_peer(id),
@@ -1056,8 +1066,7 @@ impl Room {
         };
         let transmits = &mut self.transmits;
         let mut effects = Vec::new();
-        // Fenced as `fenced` does, without cloning the key for every poll.
-        let polled = catch_unwind(AssertUnwindSafe(|| {
+        let polled = peer.fenced("poll_output", |peer| {
             // Packets written to a send stream leave on str0m's next timeout, which it asks
             // for at once: given here, so they go out with the datagram that brought them.
             let mut due_now = 0;
@@ -1077,9 +1086,7 @@ impl Room {
                 }
             }
             Ok(None)
-        }))
-        .map_err(|_| panicked("poll_output", &peer.key))
-        .ok();
+        });
         match polled {
             Some(Ok(Some(t))) => {
                 let peer_alive = peer.rtc.is_alive();
@@ -1167,17 +1174,16 @@ impl Room {
                     else {
                         continue;
                     };
-                    let key = peer.key.clone();
-                    let written = fenced("channel write", &key, || {
+                    let written = peer.fenced("channel write", |peer| {
                         peer.rtc.channel(cid).map(|mut ch| ch.write(binary, &data))
                     });
                     match written {
                         Some(Some(Ok(_))) => self.mark(id),
                         Some(Some(Err(e))) => {
-                            tracing::debug!(?key, error = %e, "channel write failed")
+                            tracing::debug!(key = ?peer.key, error = %e, "channel write failed")
                         }
                         Some(None) => {
-                            tracing::debug!(?key, label, "channel not open; message not relayed")
+                            tracing::debug!(key = ?peer.key, label, "channel not open; message not relayed")
                         }
                         None => self.drop_peer(id),
                     }
@@ -1261,28 +1267,24 @@ impl Room {
             .marker(packet.marker)
             .ext_vals(ext_vals)
             .nackable(forward.kind == MediaKind::Video);
-            // Fenced as `fenced` does, without cloning the key for every packet.
-            let written = catch_unwind(AssertUnwindSafe(|| {
+            let written = peer.fenced("write_rtp", |peer| {
                 let mut api = peer.rtc.direct_api();
                 let stream = api.stream_tx_by_mid(forward.to, None)?;
                 stream.write_rtp(write);
                 Some(())
-            }));
+            });
             match written {
-                Ok(Some(())) => {
+                Some(Some(())) => {
                     self.writes_pending += 1;
                     if !peer.written {
                         peer.written = true;
                         self.written.push(id);
                     }
                 }
-                Ok(None) => {
+                Some(None) => {
                     tracing::debug!(key = ?peer.key, "no send stream for a forwarded track")
                 }
-                Err(_) => {
-                    panicked("write_rtp", &peer.key);
-                    self.drop_peer(id);
-                }
+                None => self.drop_peer(id),
             }
         }
         if waiting {
@@ -1315,8 +1317,7 @@ impl Room {
         }
         track.last_keyframe_request = Some(now);
         let rid = track.rid;
-        let key = peer.key.clone();
-        let requested = fenced("request_keyframe", &key, || {
+        let requested = peer.fenced("request_keyframe", |peer| {
             peer.rtc
                 .direct_api()
                 .stream_rx_by_mid(mid, rid)
