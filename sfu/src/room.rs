@@ -45,7 +45,7 @@ use str0m::net::{Protocol, Receive};
 use str0m::rtp::{
     Extension, ExtensionMap, ExtensionValues, RtpPacket, RtpWrite, SeqNo, Ssrc, Vp8Descriptor,
 };
-use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
+use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcError};
 
 use crate::stun;
 
@@ -257,6 +257,22 @@ fn fenced<T>(what: &str, key: &PeerKey, f: impl FnOnce() -> T) -> Option<T> {
 
 fn panicked(what: &str, key: &PeerKey) {
     tracing::error!(?key, what, "str0m panicked; dropping this peer connection");
+}
+
+/// `rtc.poll_output()`, except that a timeout str0m asks for at once (packets written to a
+/// send stream leave on its next timeout) is given here, so they go out in this turn rather
+/// than at the next timer; at most twice per `due` count, so a peer that keeps asking cannot
+/// hold the loop.
+pub(crate) fn poll_output(rtc: &mut Rtc, now: Instant, due: &mut u32) -> Result<Output, RtcError> {
+    loop {
+        match rtc.poll_output()? {
+            Output::Timeout(t) if t <= now && *due < 2 => {
+                *due += 1;
+                rtc.handle_input(Input::Timeout(now))?;
+            }
+            output => return Ok(output),
+        }
+    }
 }
 
 impl Peer {
@@ -1067,15 +1083,9 @@ impl Room {
         let transmits = &mut self.transmits;
         let mut effects = Vec::new();
         let polled = peer.fenced("poll_output", |peer| {
-            // Packets written to a send stream leave on str0m's next timeout, which it asks
-            // for at once: given here, so they go out with the datagram that brought them.
-            let mut due_now = 0;
+            let mut due = 0;
             for _ in 0..10_000 {
-                match peer.rtc.poll_output() {
-                    Ok(Output::Timeout(t)) if t <= now && due_now < 2 => {
-                        due_now += 1;
-                        peer.rtc.handle_input(Input::Timeout(now))?;
-                    }
+                match poll_output(&mut peer.rtc, now, &mut due) {
                     Ok(Output::Timeout(t)) => return Ok(Some(t)),
                     Ok(Output::Transmit(t)) => transmits.push_back(Transmit {
                         destination: t.destination,

@@ -766,16 +766,12 @@ impl Client {
         let mut next = Instant::now() + Duration::from_millis(100);
         let mut events = Vec::new();
         for (pc, conn) in self.conns.iter_mut() {
-            // A timeout already due (str0m asks for one at once to packetize what was written)
-            // is given here, so media leaves when it is written, not at the runtime's next
-            // timer tick (a millisecond later).
-            let mut due_now = 0;
+            // As the SFU polls: a timeout already due (str0m asks for one at once to packetize
+            // what was written) is given at once, so media leaves when it is written, not at
+            // the runtime's next timer tick (a millisecond later).
+            let mut due = 0;
             loop {
-                match conn.rtc.poll_output() {
-                    Ok(Output::Timeout(t)) if t <= Instant::now() && due_now < 2 => {
-                        due_now += 1;
-                        let _ = conn.rtc.handle_input(Input::Timeout(Instant::now()));
-                    }
+                match crate::room::poll_output(&mut conn.rtc, Instant::now(), &mut due) {
                     Ok(Output::Timeout(t)) => {
                         conn.timeout = t;
                         next = next.min(t);
