@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 
 use crate::batch;
 use crate::config::Config;
-use crate::room::{Room, RoomOptions};
+use crate::room::{Room, RoomOptions, Transmit};
 use crate::signaling::{self, Identity, Inbound};
 use crate::stun;
 
@@ -120,9 +120,7 @@ pub async fn run(config: Config, address: IpAddr) -> Exit {
                             room.receive(Instant::now(), source, packet);
                             if room.writes_pending() >= SEND_AT {
                                 room.flush(Instant::now());
-                                outgoing.extend(std::iter::from_fn(|| room.poll_transmit()));
-                                batch::send_all(&socket, &outgoing).await;
-                                outgoing.clear();
+                                send_transmits(&mut room, &socket, &mut outgoing).await;
                             }
                         }
                         read += 1;
@@ -165,9 +163,7 @@ pub async fn run(config: Config, address: IpAddr) -> Exit {
             _ = terminate.recv() => break Exit::Signalled,
             _ = interrupt.recv() => break Exit::Signalled,
         }
-        outgoing.extend(std::iter::from_fn(|| room.poll_transmit()));
-        batch::send_all(&socket, &outgoing).await;
-        outgoing.clear();
+        send_transmits(&mut room, &socket, &mut outgoing).await;
         while let Some(frame) = room.poll_frame() {
             if outbound.send(frame.to_string()).is_err() {
                 break;
@@ -184,4 +180,11 @@ pub async fn run(config: Config, address: IpAddr) -> Exit {
     drop(outbound);
     let _ = tokio::time::timeout(Duration::from_secs(1), signaling).await;
     exit
+}
+
+/// Sends every datagram the room has to send (`outgoing`: a buffer kept between calls).
+async fn send_transmits(room: &mut Room, socket: &UdpSocket, outgoing: &mut Vec<Transmit>) {
+    outgoing.extend(std::iter::from_fn(|| room.poll_transmit()));
+    batch::send_all(socket, outgoing).await;
+    outgoing.clear();
 }
