@@ -58,9 +58,12 @@ pub struct Registration {
 }
 
 impl Registration {
-    /// Two thirds of the TTL: a heartbeat that is late or retried once still lands in time.
+    /// Two thirds of what the entry is sure to live: its expiry is stored in whole seconds, so
+    /// it can lapse up to a second short of the TTL. A heartbeat that is late by half an
+    /// interval, or retried once, still lands in time.
     pub fn interval(&self) -> Duration {
-        Duration::from_millis(self.ttl_seconds.saturating_mul(2000) / 3).max(Duration::from_secs(1))
+        let sure = self.ttl_seconds.saturating_sub(1).saturating_mul(1000);
+        Duration::from_millis(sure.saturating_mul(2) / 3).max(Duration::from_millis(500))
     }
 }
 
@@ -175,6 +178,31 @@ impl Api {
                 message: message(),
             }),
             _ => Err(unavailable(format!("{status} {}", message()))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_heartbeat_half_an_interval_late_lands_before_the_entry_can_lapse() {
+        for ttl_seconds in 2..=120 {
+            let registration = Registration {
+                ttl_seconds,
+                signaling_url: None,
+                ice_servers: Value::Null,
+            };
+            let interval = registration.interval();
+            // Stored as `floor(now) + ttl`: a heartbeat just before a second's end lives
+            // only a little over `ttl - 1` seconds.
+            let sure = Duration::from_secs(ttl_seconds - 1);
+            assert!(
+                interval + interval / 2 <= sure,
+                "TTL {ttl_seconds} s: a heartbeat every {interval:?}, the entry sure for {sure:?}"
+            );
+            assert!(interval >= Duration::from_millis(500), "{interval:?}");
         }
     }
 }

@@ -248,7 +248,7 @@ async fn register(api: &Api, status: Status) -> Result<Registration, ApiError> {
     }
 }
 
-/// Heartbeats every two thirds of the TTL with the current status, and reports each status
+/// Heartbeats every [`Registration::interval`] with the current status, and reports each status
 /// the process sets at once (a heartbeat never turns a busy host idle; only a status call does).
 async fn heartbeats(
     api: std::sync::Arc<Api>,
