@@ -5,6 +5,11 @@
 //! frames) once connected, and counts what it receives. Each peer connection has its own UDP
 //! socket on 127.0.0.1, as a browser's do.
 //!
+//! The sockets are read every [`RECEIVE_EVERY`], not waited on. On loopback, the sender's system
+//! call does the receiver's share of the work: a receiver asleep on its socket is woken from
+//! the SFU's `sendmmsg`, and the SFU's CPU time would count that wake-up, which on a network
+//! happens on the receiver's own machine. Each datagram keeps the kernel's receive time.
+//!
 //! The SFU's tests use it, and so can a benchmark: [`Participant::join`], then read
 //! [`Participant::stats`].
 
@@ -15,13 +20,13 @@ use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
+use std::net::UdpSocket;
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::channel::{ChannelConfig, ChannelId};
 use str0m::format::Codec;
 use str0m::media::{Direction, MediaKind, MediaTime, Mid};
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, Input, Output, Rtc};
-use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -97,9 +102,8 @@ pub struct Stats {
     pub frames: Vec<Value>,
 }
 
-/// A datagram a connection's socket received: (connection, source, destination, bytes, when
-/// the kernel received it).
-type Datagram = (Pc, SocketAddr, SocketAddr, Vec<u8>, Instant);
+/// How often every connection's socket is read (see the module's comment).
+const RECEIVE_EVERY: Duration = Duration::from_millis(2);
 
 /// RTP packets remembered per consumer connection until their media event: (SSRC, sequence
 /// number, kernel receive time).
@@ -227,7 +231,8 @@ enum Pc {
 
 struct Conn {
     rtc: Rtc,
-    socket: Arc<UdpSocket>,
+    /// Non-blocking, and registered with no poller.
+    socket: UdpSocket,
     local: SocketAddr,
     /// The SFU side's ICE ufrag (consumers): an offer with another one is a new connection.
     remote_ufrag: Option<String>,
@@ -261,8 +266,6 @@ struct Client {
     publish: Publish,
     stats: Arc<Mutex<Stats>>,
     conns: HashMap<Pc, Conn>,
-    datagrams: mpsc::UnboundedSender<Datagram>,
-    datagram_rx: Option<mpsc::UnboundedReceiver<Datagram>>,
     audio_mid: Option<Mid>,
     video_mid: Option<Mid>,
     channels: HashMap<ChannelId, String>,
@@ -270,7 +273,8 @@ struct Client {
     keyframe_wanted: bool,
     started: Instant,
     outbox: Vec<Value>,
-    readers: Vec<tokio::task::JoinHandle<()>>,
+    /// A buffer for one datagram.
+    buf: Vec<u8>,
 }
 
 fn handshake(data: Value) -> Value {
@@ -305,20 +309,10 @@ fn enable_receive_timestamps(socket: &UdpSocket) -> std::io::Result<()> {
     }
 }
 
-/// Receives one datagram into `buf`: its length, source, and when the kernel received it (its
-/// `SO_TIMESTAMPNS` stamp, on the wall clock, moved onto the monotonic one; now, without one).
-async fn receive_stamped(
-    socket: &UdpSocket,
-    buf: &mut [u8],
-) -> std::io::Result<(usize, SocketAddr, Instant)> {
-    socket
-        .async_io(tokio::io::Interest::READABLE, || {
-            receive_stamped_now(socket, buf)
-        })
-        .await
-}
-
-fn receive_stamped_now(
+/// Receives one datagram into `buf` (`WouldBlock` when none waits): its length, source, and
+/// when the kernel received it (its `SO_TIMESTAMPNS` stamp, on the wall clock, moved onto the
+/// monotonic one; now, without one).
+fn receive_stamped(
     socket: &UdpSocket,
     buf: &mut [u8],
 ) -> std::io::Result<(usize, SocketAddr, Instant)> {
@@ -436,15 +430,12 @@ fn is_keyframe(codec: Codec, data: &[u8]) -> bool {
 
 impl Client {
     fn new(id: &str, room: &str, publish: Publish, stats: Arc<Mutex<Stats>>) -> Self {
-        let (datagrams, datagram_rx) = mpsc::unbounded_channel();
         Self {
             id: id.to_string(),
             room: room.to_string(),
             publish,
             stats,
             conns: HashMap::new(),
-            datagrams,
-            datagram_rx: Some(datagram_rx),
             audio_mid: None,
             video_mid: None,
             channels: HashMap::new(),
@@ -452,7 +443,7 @@ impl Client {
             keyframe_wanted: true,
             started: Instant::now(),
             outbox: Vec::new(),
-            readers: Vec::new(),
+            buf: vec![0; 2048],
         }
     }
 
@@ -475,29 +466,13 @@ impl Client {
     }
 
     async fn connection(&mut self, pc: Pc, now: Instant) -> Result<(), String> {
-        let socket = UdpSocket::bind("127.0.0.1:0")
-            .await
-            .map_err(|e| e.to_string())?;
+        let socket = UdpSocket::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+        socket.set_nonblocking(true).map_err(|e| e.to_string())?;
         let local = socket.local_addr().map_err(|e| e.to_string())?;
         enable_receive_timestamps(&socket).map_err(|e| e.to_string())?;
-        let socket = Arc::new(socket);
         let mut rtc = self.rtc(now, pc == Pc::Producer);
         let host = Candidate::host(local, "udp").map_err(|e| e.to_string())?;
         rtc.add_local_candidate(host);
-        let reader = socket.clone();
-        let tx = self.datagrams.clone();
-        let which = pc.clone();
-        self.readers.push(tokio::spawn(async move {
-            let mut buf = vec![0u8; 2048];
-            while let Ok((n, source, arrived)) = receive_stamped(&reader, &mut buf).await {
-                if tx
-                    .send((which.clone(), source, local, buf[..n].to_vec(), arrived))
-                    .is_err()
-                {
-                    break;
-                }
-            }
-        }));
         self.conns.insert(
             pc,
             Conn {
@@ -646,6 +621,25 @@ impl Client {
         Ok(())
     }
 
+    /// Reads every datagram waiting on every connection's socket.
+    fn receive(&mut self) {
+        let mut buf = std::mem::take(&mut self.buf);
+        let pcs: Vec<Pc> = self.conns.keys().cloned().collect();
+        for pc in pcs {
+            while let Some(conn) = self.conns.get(&pc) {
+                let destination = conn.local;
+                match receive_stamped(&conn.socket, &mut buf) {
+                    Ok((n, source, arrived)) => {
+                        self.on_datagram(&pc, source, destination, &buf[..n], arrived)
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(_) => break,
+                }
+            }
+        }
+        self.buf = buf;
+    }
+
     fn on_datagram(
         &mut self,
         pc: &Pc,
@@ -778,7 +772,7 @@ impl Client {
                         break;
                     }
                     Ok(Output::Transmit(t)) => {
-                        let _ = conn.socket.try_send_to(&t.contents, t.destination);
+                        let _ = conn.socket.send_to(&t.contents, t.destination);
                     }
                     Ok(Output::Event(event)) => {
                         if matches!(event, Event::Connected) {
@@ -901,9 +895,8 @@ impl Client {
         {
             return;
         }
-        let Some(mut datagrams) = self.datagram_rx.take() else {
-            return;
-        };
+        let mut receive = tokio::time::interval(RECEIVE_EVERY);
+        receive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut media = tokio::time::interval(Duration::from_millis(20));
         let mut tick = 0u64;
         loop {
@@ -930,12 +923,7 @@ impl Client {
                     Some(Ok(_)) => {}
                     None | Some(Err(_)) => break,
                 },
-                Some((pc, source, destination, data, arrived)) = datagrams.recv() => {
-                    self.on_datagram(&pc, source, destination, &data, arrived);
-                    while let Ok((pc, source, destination, data, arrived)) = datagrams.try_recv() {
-                        self.on_datagram(&pc, source, destination, &data, arrived);
-                    }
-                }
+                _ = receive.tick() => self.receive(),
                 command = commands.recv() => match command {
                     Some(Command::Chat(label, text)) => self.send_chat(label, &text),
                     Some(Command::Frame(frame)) => self.outbox.push(frame),
@@ -957,10 +945,6 @@ impl Client {
         }
         for conn in self.conns.values_mut() {
             conn.rtc.disconnect();
-            let _ = conn.local;
-        }
-        for reader in &self.readers {
-            reader.abort();
         }
         let _ = tx.close().await;
     }
