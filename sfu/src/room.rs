@@ -971,28 +971,20 @@ impl Room {
                 continue;
             };
             peer.timeout = None;
-            self.give_timeout(now, id);
+            match peer.fenced("timeout", |peer| peer.rtc.handle_input(Input::Timeout(now))) {
+                Some(Ok(())) => self.mark(id),
+                Some(Err(e)) => {
+                    tracing::warn!(key = ?peer.key, error = %e, "timeout failed; dropping");
+                    self.drop_peer(id);
+                }
+                None => self.drop_peer(id),
+            }
         }
         if self.next_housekeeping.is_some_and(|t| t <= now) {
             self.housekeeping(now);
             self.next_housekeeping = (!self.peers.is_empty()).then(|| now + Duration::from_secs(1));
         }
         self.drain(now);
-    }
-
-    /// Gives peer `id` the time, and queues it to be polled (or drops it if that fails).
-    fn give_timeout(&mut self, now: Instant, id: PeerId) {
-        let Some(peer) = self.peers.get_mut(&id) else {
-            return;
-        };
-        match peer.fenced("timeout", |peer| peer.rtc.handle_input(Input::Timeout(now))) {
-            Some(Ok(())) => self.mark(id),
-            Some(Err(e)) => {
-                tracing::warn!(key = ?peer.key, error = %e, "timeout failed; dropping");
-                self.drop_peer(id);
-            }
-            None => self.drop_peer(id),
-        }
     }
 
     /// Drops connections whose ICE is gone too long, or that never connected.
@@ -1053,13 +1045,10 @@ impl Room {
         while !self.written.is_empty() {
             self.writes_pending = 0;
             for id in std::mem::take(&mut self.written) {
-                let Some(peer) = self.peers.get_mut(&id) else {
-                    continue;
-                };
-                peer.written = false;
-                // Written packets leave on str0m's next timeout. Given before the poll, the
-                // poll's first pass sends them, instead of a pass that only asks for it.
-                self.give_timeout(now, id);
+                if let Some(peer) = self.peers.get_mut(&id) {
+                    peer.written = false;
+                }
+                self.mark(id);
             }
             self.drain_inputs(now);
         }
