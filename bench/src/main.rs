@@ -474,6 +474,7 @@ async fn sfu_figures(
     m: &mut Map<String, Value>,
 ) -> Result<(), Error> {
     const FRAME_BYTES: usize = 5_000; // 25 frames/s: 1 Mbit/s
+    const RATED_RUNS: usize = 3;
     let mut probe = None;
     let (small, large) = if quick {
         eprintln!("SFU: one room of 3");
@@ -504,20 +505,39 @@ async fn sfu_figures(
             "  {a:?}",
             a = (a.forwarded_packets, a.sfu_cpu_seconds, a.sfu_rss_mb)
         );
-        eprintln!("SFU: {rooms_b} room(s) of {size_b}");
-        let b = sfu::load(
-            env,
-            sfu,
-            size_b,
-            rooms_b,
-            std::time::Duration::from_secs(15),
-            FRAME_BYTES,
-        )
-        .await?;
-        eprintln!(
-            "  {b:?}",
-            b = (b.forwarded_packets, b.sfu_cpu_seconds, b.sfu_rss_mb)
+        // The rated load three times, each with a fresh SFU process and participants: on a
+        // shared two-core machine the figure moves by ±10% from run to run (where the kernel
+        // places the SFU beside the generator's threads), so the median run is the one reported.
+        let mut runs = Vec::new();
+        for run in 1..=RATED_RUNS {
+            eprintln!("SFU: {rooms_b} room(s) of {size_b}, run {run} of {RATED_RUNS}");
+            let b = sfu::load(
+                env,
+                sfu,
+                size_b,
+                rooms_b,
+                std::time::Duration::from_secs(15),
+                FRAME_BYTES,
+            )
+            .await?;
+            eprintln!(
+                "  {b:?}",
+                b = (b.forwarded_packets, b.sfu_cpu_seconds, b.sfu_rss_mb)
+            );
+            runs.push(b);
+        }
+        put(
+            m,
+            "sfu_rated_runs_packets_per_cpu_second",
+            runs.iter()
+                .map(|r| round(r.packets_per_cpu_second()))
+                .collect::<Vec<_>>(),
         );
+        runs.sort_by(|x, y| {
+            x.packets_per_cpu_second()
+                .total_cmp(&y.packets_per_cpu_second())
+        });
+        let b = runs.swap_remove(runs.len() / 2);
         eprintln!("SFU: one room of 3 (latency with the generator unsaturated)");
         probe = Some(
             sfu::load(

@@ -718,13 +718,27 @@ fn sfu_section(o: &mut String, m: &Map<String, Value>) {
     let _ = writeln!(
         o,
         "\n| metric | value |\n|---|---|\n\
-         | `sfu_forwarded_packets_per_cpu_second` | {} |\n\
+         | `sfu_forwarded_packets_per_cpu_second` | {}{} |\n\
          | `sfu_cpu_per_packet_ratio_16_vs_4` | {} |\n\
          | `sfu_rss_mb_per_forwarded_stream` | {} |\n\
          | `sfu_added_latency_p50_ms` / `_p99_ms` | {} / {} |\n\
          | `sfu_join_first_frame_ms` (p50 of {} late joins; max {}) | {} |\n\
          | `sfu_silent_pairs` / `sfu_self_received` | {} / {} |\n",
         v("sfu_forwarded_packets_per_cpu_second"),
+        match m
+            .get("sfu_rated_runs_packets_per_cpu_second")
+            .and_then(Value::as_array)
+        {
+            Some(runs) if runs.len() > 1 => format!(
+                " (the median of {} runs of the rated load, each a fresh SFU: {})",
+                runs.len(),
+                runs.iter()
+                    .map(|r| r.as_f64().map_or("?".into(), |x| format!("{x:.0}")))
+                    .collect::<Vec<_>>()
+                    .join(" / ")
+            ),
+            _ => String::new(),
+        },
         v("sfu_cpu_per_packet_ratio_16_vs_4"),
         v("sfu_rss_mb_per_forwarded_stream"),
         v("sfu_added_latency_p50_ms"),
