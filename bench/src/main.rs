@@ -491,40 +491,32 @@ async fn sfu_figures(
     } else {
         let (size_a, rooms_a) = (4, 4);
         let (size_b, rooms_b) = (16, 1);
-        eprintln!("SFU: {rooms_a} rooms of {size_a}");
-        let a = sfu::load(
-            env,
-            sfu,
-            size_a,
-            rooms_a,
-            std::time::Duration::from_secs(15),
-            FRAME_BYTES,
-        )
-        .await?;
-        eprintln!(
-            "  {a:?}",
-            a = (a.forwarded_packets, a.sfu_cpu_seconds, a.sfu_rss_mb)
-        );
-        // The rated load three times, each with a fresh SFU process and participants: on a
-        // shared two-core machine the figure moves by ±10% from run to run (where the kernel
-        // places the SFU beside the generator's threads), so the median run is the one reported.
-        let mut runs = Vec::new();
-        for run in 1..=RATED_RUNS {
-            eprintln!("SFU: {rooms_b} room(s) of {size_b}, run {run} of {RATED_RUNS}");
-            let b = sfu::load(
+        // One load for 15 s, its packets, CPU seconds and memory printed.
+        let measure = |size: usize, rooms: usize, what: String| async move {
+            eprintln!("SFU: {what}");
+            let l = sfu::load(
                 env,
                 sfu,
-                size_b,
-                rooms_b,
+                size,
+                rooms,
                 std::time::Duration::from_secs(15),
                 FRAME_BYTES,
             )
             .await?;
             eprintln!(
-                "  {b:?}",
-                b = (b.forwarded_packets, b.sfu_cpu_seconds, b.sfu_rss_mb)
+                "  {:?}",
+                (l.forwarded_packets, l.sfu_cpu_seconds, l.sfu_rss_mb)
             );
-            runs.push(b);
+            Ok::<_, Error>(l)
+        };
+        let a = measure(size_a, rooms_a, format!("{rooms_a} rooms of {size_a}")).await?;
+        // The rated load three times, each with a fresh SFU process and participants: on this
+        // shared two-core machine the figure moves by about ±15% between runs (the generator's
+        // own CPU for the same load moves with it), so the median run is the one reported.
+        let mut runs = Vec::new();
+        for run in 1..=RATED_RUNS {
+            let what = format!("{rooms_b} room(s) of {size_b}, run {run} of {RATED_RUNS}");
+            runs.push(measure(size_b, rooms_b, what).await?);
         }
         put(
             m,
