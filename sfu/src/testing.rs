@@ -14,13 +14,12 @@
 //! [`Participant::stats`].
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, UdpSocket};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use std::net::UdpSocket;
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::channel::{ChannelConfig, ChannelId};
 use str0m::format::Codec;
@@ -428,6 +427,48 @@ fn is_keyframe(codec: Codec, data: &[u8]) -> bool {
     }
 }
 
+/// A datagram connection `pc` received: counted (RTP on a consumer, with its kernel receive
+/// time kept for the latency figure), then given to its `Rtc`.
+fn on_datagram(
+    conn: &mut Conn,
+    stats: &Mutex<Stats>,
+    pc: &Pc,
+    source: SocketAddr,
+    data: &[u8],
+    arrived: Instant,
+) {
+    if let Pc::Consumer(remote) = pc
+        && is_rtp(data)
+    {
+        // The RTP header is in the clear under SRTP.
+        let seq = u16::from_be_bytes([data[2], data[3]]);
+        let ssrc = u32::from_be_bytes([data[8], data[9], data[10], data[11]]);
+        if conn.arrivals.len() >= ARRIVALS_KEPT {
+            conn.arrivals.pop_front();
+        }
+        conn.arrivals.push_back((ssrc, seq, arrived));
+        if let Ok(mut stats) = stats.lock() {
+            stats
+                .received
+                .entry(remote.clone())
+                .or_default()
+                .rtp_packets += 1;
+        }
+    }
+    let Ok(contents) = data.try_into() else {
+        return;
+    };
+    let _ = conn.rtc.handle_input(Input::Receive(
+        Instant::now(),
+        Receive {
+            proto: Protocol::Udp,
+            source,
+            destination: conn.local,
+            contents,
+        },
+    ));
+}
+
 impl Client {
     fn new(id: &str, room: &str, publish: Publish, stats: Arc<Mutex<Stats>>) -> Self {
         Self {
@@ -623,64 +664,17 @@ impl Client {
 
     /// Reads every datagram waiting on every connection's socket.
     fn receive(&mut self) {
-        let mut buf = std::mem::take(&mut self.buf);
-        let pcs: Vec<Pc> = self.conns.keys().cloned().collect();
-        for pc in pcs {
-            while let Some(conn) = self.conns.get(&pc) {
-                let destination = conn.local;
-                match receive_stamped(&conn.socket, &mut buf) {
+        for (pc, conn) in self.conns.iter_mut() {
+            loop {
+                match receive_stamped(&conn.socket, &mut self.buf) {
                     Ok((n, source, arrived)) => {
-                        self.on_datagram(&pc, source, destination, &buf[..n], arrived)
+                        on_datagram(conn, &self.stats, pc, source, &self.buf[..n], arrived)
                     }
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                     Err(_) => break,
                 }
             }
         }
-        self.buf = buf;
-    }
-
-    fn on_datagram(
-        &mut self,
-        pc: &Pc,
-        source: SocketAddr,
-        destination: SocketAddr,
-        data: &[u8],
-        arrived: Instant,
-    ) {
-        let Some(conn) = self.conns.get_mut(pc) else {
-            return;
-        };
-        if let Pc::Consumer(remote) = pc
-            && is_rtp(data)
-        {
-            // The RTP header is in the clear under SRTP.
-            let seq = u16::from_be_bytes([data[2], data[3]]);
-            let ssrc = u32::from_be_bytes([data[8], data[9], data[10], data[11]]);
-            if conn.arrivals.len() >= ARRIVALS_KEPT {
-                conn.arrivals.pop_front();
-            }
-            conn.arrivals.push_back((ssrc, seq, arrived));
-            if let Ok(mut stats) = self.stats.lock() {
-                stats
-                    .received
-                    .entry(remote.clone())
-                    .or_default()
-                    .rtp_packets += 1;
-            }
-        }
-        let Ok(contents) = data.try_into() else {
-            return;
-        };
-        let _ = conn.rtc.handle_input(Input::Receive(
-            Instant::now(),
-            Receive {
-                proto: Protocol::Udp,
-                source,
-                destination,
-                contents,
-            },
-        ));
     }
 
     /// Writes this tick's media on the producer connection.
