@@ -674,10 +674,11 @@ fn sfu_section(o: &mut String, m: &Map<String, Value>) {
          wait for a core behind them, and they read their sockets every 2 ms instead of sleeping \
          on them: on the loopback interface, waking a receiver asleep on its socket is done by \
          the sender's system call, so the SFU's CPU time would count each receiver's wake-up (a \
-         network's receivers are woken on their own machines). Latency is each audio packet's time from the sender's \
-         write (the packet leaves at once) to the kernel's receive timestamp on the receiver's \
-         socket (`SO_TIMESTAMPNS`), both in the generator's process: what the SFU adds, plus \
-         the loopback and the sender's encryption, without the receiver's own queue.\n"
+         network's receivers are woken on their own machines). Latency is each audio packet's \
+         time from the sender's write (the packet leaves at once) to the kernel's receive \
+         timestamp on the receiver's socket (`SO_TIMESTAMPNS`), both in the generator's process: \
+         what the SFU adds, plus the loopback and the sender's encryption, without the \
+         receiver's own queue.\n"
     );
     if m.get("seconds_sfu").is_some_and(Value::is_null) {
         let _ = writeln!(
